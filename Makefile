@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (the default study on the phantom) and
+# `make test` (the test suite). Each sets itself up on a fresh clone.
+#
+# The virtual environment sees the interpreter's own site-packages, so a torch that is
+# already installed there (a CUDA build, an NGC container's) is reused as it is. Only when
+# no torch is importable is TORCH installed; override it for your platform, e.g.
+#   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/monai-cxr study
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

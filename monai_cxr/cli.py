@@ -1,0 +1,134 @@
+"""The ``monai-cxr`` command line: parse, validate, call. No study logic lives here.
+
+Heavy imports (torch, monai, pandas) happen inside the commands that need them, so
+``monai-cxr --help`` and ``monai-cxr delong`` start quickly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from monai_cxr import __version__
+from monai_cxr.errors import CxrError
+
+
+def _int_list(ctx, param, value):
+    """Parse '32,64,128' into sorted unique positive ints, or fail naming the bad item."""
+    if value is None:
+        return None
+    out = []
+    for item in str(value).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            number = int(item)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not an integer (expected e.g. 32,64,128)")
+        if number <= 0:
+            raise click.BadParameter(f"{number} is not a positive integer")
+        out.append(number)
+    if not out:
+        raise click.BadParameter("empty list")
+    return sorted(set(out))
+
+
+def _str_list(ctx, param, value):
+    if value is None:
+        return None
+    out = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not out:
+        raise click.BadParameter("empty list")
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="monai-cxr")
+def cli():
+    """Benchmark how input resolution changes chest-radiograph CNN performance.
+
+    Typical flow: synth (or your own data) -> prepare -> generate -> run -> report,
+    or all of it at once with `monai-cxr study`.
+    """
+
+
+# --------------------------------------------------------------------------- data
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--patients", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Number of synthetic patients (each has 1-4 images).")
+@click.option("--size", type=click.IntRange(min=32), default=512, show_default=True,
+              help="Image width and height in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prevalence", type=float, default=None,
+              help="Fraction of images positive for each finding (default: per-finding defaults).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes (0: one per CPU core).")
+def synth(out, patients, size, seed, prevalence, workers):
+    """Write the synthetic phantom dataset to OUT in the NIH ChestX-ray14 layout."""
+    from monai_cxr.data.phantom import synthesize
+
+    summary = synthesize(out, patients=patients, size=size, seed=seed,
+                         prevalence=prevalence, workers=workers)
+    click.echo(summary)
+
+
+@cli.command()
+@click.option("--dataset", type=click.Choice(["nih"]), default="nih", show_default=True)
+@click.option("--data-dir", required=True, type=click.Path(),
+              help="Folder of the dataset release (or of `monai-cxr synth` output).")
+@click.option("--study-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--resolutions", callback=_int_list, default="32,64,128,224,256,320,448,512,600",
+              show_default=True, help="Comma-separated square sizes to cache.")
+@click.option("--split", "split_policy", type=click.Choice(["random", "official"]), default="random",
+              show_default=True, help="random: 20% of patients to val; official: NIH test list kept as test.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--view", type=click.Choice(["PA", "AP", "all"]), default="all", show_default=True)
+@click.option("--drop-missing", is_flag=True, help="Drop listed images whose file is absent.")
+@click.option("--no-cache", is_flag=True, help="Write index and split only; skip the resize cache.")
+@click.option("--square", type=click.Choice(["pad", "crop"]), default="pad", show_default=True,
+              help="How non-square images become square before resizing.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Cache worker processes (0: one per CPU core).")
+def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fraction, seed, view,
+            drop_missing, no_cache, square, workers):
+    """Index a dataset, split it by patient and build the resize cache in STUDY/data/."""
+    from monai_cxr.data.prepare import prepare as run_prepare
+
+    run_prepare(dataset=dataset, data_dir=data_dir, study_dir=study_dir, resolutions=resolutions,
+                split=split_policy, val_fraction=val_fraction, seed=seed, view=view,
+                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers,
+                echo=click.echo)
+
+
+# ---------------------------------------------------------------------- statistics
+# (the `delong` command goes here)
+
+
+# -------------------------------------------------------------------------- bundles
+# (the `generate`, `run`, `probe` and `study` commands go here)
+
+
+def main(argv=None):
+    """Entry point: a user's mistake is one line on stderr and exit status 2, no traceback."""
+    try:
+        cli.main(args=argv, prog_name="monai-cxr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CxrError as exc:
+        click.echo(f"monai-cxr: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
