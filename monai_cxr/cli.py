@@ -113,6 +113,10 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
 # (the `generate`, `run`, `probe` and `study` commands go here)
 
 
+# --------------------------------------------------------------------------- report
+# (the `report` command goes here)
+
+
 def main(argv=None):
     """Entry point: a user's mistake is one line on stderr and exit status 2, no traceback."""
     try:
