@@ -1,0 +1,372 @@
+"""DeLong's AUC variance and covariance, with pROC's confidence intervals and tests.
+
+The AUC of a score is the Mann-Whitney statistic: the fraction of (positive, negative)
+pairs that the score orders correctly, ties counting one half. DeLong, DeLong &
+Clarke-Pearson (1988) split it into per-case "placement" values whose sample
+covariances give the covariance of k AUCs measured on the same cases. Sun & Xu (2014)
+get the placements from midranks in O(N log N) instead of O(m n). Here one sort per
+score row is enough: after sorting, the number of negatives below each positive (and
+of positives below each negative), with ties split in half, *is* its placement, so the
+within-class midranks of Sun & Xu never need a second sort.
+
+Conventions follow pROC (Robin et al. 2011): sample covariances with denominators m - 1
+and n - 1; confidence interval AUC +/- z * SE clipped to [0, 1]; paired test
+z = (A_i - A_j) / sqrt(S_ii + S_jj - 2 S_ij) with z = 0 when both difference and SE are
+0; unpaired test with Welch-Satterthwaite degrees of freedom. The direction is the
+caller's: a higher score means "positive", and an AUC below 0.5 is reported as it is.
+
+Only NumPy and ``scipy.special`` are imported, so the ``delong`` command starts fast.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr, ndtri, stdtr, stdtrit
+
+from monai_cxr.errors import CxrError
+
+__all__ = ["DeLongResult", "PairedComparison", "delong", "delong_unpaired"]
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Model ``a`` against model ``b``: difference and ratio of their AUCs.
+
+    Attributes
+    ----------
+    a, b : int
+        Indices of the two models (rows of the scores).
+    diff, se, ci_low, ci_high : float
+        ``auc_a - auc_b``, its standard error and its confidence interval (not clipped).
+    z : float
+        ``diff / se``; 0 when both are 0 (pROC), +/-inf when only ``se`` is 0.
+        For the unpaired test it is pROC's ``D`` statistic, referred to a t distribution.
+    p_value : float
+        Two-sided p-value.
+    cov : float
+        DeLong covariance of the two AUCs (0 for models scored on different cases).
+    ratio, ratio_se, ratio_ci_low, ratio_ci_high : float
+        ``auc_a / auc_b``, its delta-method standard error and confidence interval.
+    level : float
+        Confidence level of both intervals.
+    df : float
+        Degrees of freedom of the reference distribution: ``inf`` (normal) for the paired
+        test, Welch-Satterthwaite for the unpaired one.
+    """
+
+    a: int
+    b: int
+    diff: float
+    se: float
+    ci_low: float
+    ci_high: float
+    z: float
+    p_value: float
+    cov: float
+    ratio: float
+    ratio_se: float
+    ratio_ci_low: float
+    ratio_ci_high: float
+    level: float
+    df: float = math.inf
+
+
+@dataclass(frozen=True)
+class DeLongResult:
+    """AUCs of k models on the same cases and their DeLong covariance.
+
+    Attributes
+    ----------
+    auc : ndarray of shape (k,)
+    cov : ndarray of shape (k, k)
+        DeLong covariance matrix of the AUCs (``S = S10 / m + S01 / n``).
+    level : float
+        Confidence level of :attr:`ci` and of :meth:`compare`.
+    n_pos, n_neg : int
+        Number of positive and negative cases.
+    var, se : ndarray of shape (k,)
+        Diagonal of ``cov`` and its square root.
+    ci : ndarray of shape (k, 2)
+        ``auc -/+ z * se``, clipped to [0, 1] (pROC's ``ci.auc``).
+    """
+
+    auc: np.ndarray
+    cov: np.ndarray
+    level: float
+    n_pos: int
+    n_neg: int
+
+    @property
+    def var(self) -> np.ndarray:
+        return np.diag(self.cov).copy()
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(self.var)
+
+    @property
+    def ci(self) -> np.ndarray:
+        half = _z_crit(self.level) * self.se
+        return np.clip(np.stack([self.auc - half, self.auc + half], axis=-1), 0.0, 1.0)
+
+    def compare(self, i: int, j: int) -> PairedComparison:
+        """Paired DeLong test and AUC ratio of model ``i`` against model ``j``.
+
+        Parameters
+        ----------
+        i, j : int
+            Row indices of the two models in the scores given to :func:`delong`.
+
+        Returns
+        -------
+        PairedComparison
+            ``diff = auc[i] - auc[j]`` with ``var = S_ii + S_jj - 2 S_ij`` and a normal
+            reference (pROC's ``roc.test(paired = TRUE, method = "delong")``), and
+            ``ratio = auc[i] / auc[j]`` with its delta-method standard error.
+        """
+        k = len(self.auc)
+        i, j = (_model_index(x, k) for x in (i, j))
+        c = self.cov
+        return _comparison(i, j, self.auc[i], self.auc[j], c[i, i], c[j, j], c[i, j], self.level)
+
+
+def delong(y_true, scores, level: float = 0.95) -> DeLongResult:
+    """AUCs of one or more scores on the same cases, with their DeLong covariance.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        Truth, 0/1 or bool; 1 (True) is the positive class.
+    scores : array-like of shape (n,) or (k, n)
+        Scores of k models on the same n cases; a higher score means more likely
+        positive. The direction is never flipped.
+    level : float, default=0.95
+        Confidence level of the intervals, in (0, 1).
+
+    Returns
+    -------
+    DeLongResult
+        ``auc`` (k,), ``cov`` (k, k), ``var``, ``se``, ``ci`` (k, 2), and
+        ``compare(i, j)`` for the paired test and AUC ratio of two models.
+
+    Raises
+    ------
+    CxrError (a ValueError)
+        Non-finite scores, labels other than 0/1, mismatched shapes, or fewer than two
+        cases of either class (the covariance is undefined then).
+
+    References
+    ----------
+    .. [1] E. R. DeLong, D. M. DeLong, D. L. Clarke-Pearson, "Comparing the areas under
+       two or more correlated receiver operating characteristic curves: a nonparametric
+       approach", Biometrics 44(3):837-845, 1988.
+    .. [2] X. Sun, W. Xu, "Fast implementation of DeLong's algorithm for comparing the
+       areas under correlated receiver operating characteristic curves", IEEE Signal
+       Processing Letters 21(11):1389-1393, 2014.
+    .. [3] X. Robin et al., "pROC: an open-source package for R and S+ to analyze and
+       compare ROC curves", BMC Bioinformatics 12:77, 2011.
+
+    Examples
+    --------
+    >>> res = delong([0, 0, 1, 1, 1], [[0.1, 0.4, 0.35, 0.8, 0.9], [0.2, 0.1, 0.3, 0.4, 0.3]])
+    >>> res.auc
+    array([0.83333333, 1.        ])
+    """
+    level = _check_level(level)
+    y = _check_truth(y_true)
+    s = _check_scores(scores, len(y))
+    v10, v01, auc = _placements(y, s)
+    cov = _covariance(v10) / v10.shape[1] + _covariance(v01) / v01.shape[1]
+    return DeLongResult(auc=auc, cov=cov, level=level, n_pos=v10.shape[1], n_neg=v01.shape[1])
+
+
+def delong_unpaired(y1, s1, y2, s2, level: float = 0.95) -> PairedComparison:
+    """DeLong test of two AUCs measured on different cases (pROC's unpaired test).
+
+    Parameters
+    ----------
+    y1, s1 : array-like of shape (n1,)
+        Truth and scores of model ``a`` (index 0).
+    y2, s2 : array-like of shape (n2,)
+        Truth and scores of model ``b`` (index 1).
+    level : float, default=0.95
+        Confidence level of the intervals.
+
+    Returns
+    -------
+    PairedComparison
+        ``diff = A1 - A2`` with ``se = sqrt(V1 + V2)`` and ``cov = 0``. As in pROC's
+        ``roc.test(paired = FALSE, method = "delong")``, ``z`` is referred to a t
+        distribution whose Welch-Satterthwaite degrees of freedom are in ``df``
+        (``(V1 + V2)^2 / (V1^2 / (n1 - 1) + V2^2 / (n2 - 1))``); the intervals use it too.
+
+    References
+    ----------
+    .. [1] X. Robin et al., "pROC: an open-source package for R and S+ to analyze and
+       compare ROC curves", BMC Bioinformatics 12:77, 2011 (``roc.test``).
+    """
+    r1, r2 = delong(y1, s1, level), delong(y2, s2, level)
+    for name, r in (("s1", r1), ("s2", r2)):
+        if len(r.auc) != 1:
+            raise CxrError(f"{name} must hold one model's scores (shape (n,)), got {len(r.auc)} rows")
+    v1, v2 = float(r1.cov[0, 0]), float(r2.cov[0, 0])
+    n1, n2 = r1.n_pos + r1.n_neg, r2.n_pos + r2.n_neg
+    denom = v1 * v1 / (n1 - 1) + v2 * v2 / (n2 - 1)
+    df = (v1 + v2) ** 2 / denom if denom > 0 else math.inf
+    return _comparison(0, 1, r1.auc[0], r2.auc[0], v1, v2, 0.0, r1.level, df=df)
+
+
+# ------------------------------------------------------------------------- internals
+def _placements(y: np.ndarray, s: np.ndarray):
+    """DeLong placements V10 (k, m), V01 (k, n) and the AUCs (k,), exact with ties.
+
+    One argsort per row. In sorted order, a tie group's positives each beat the
+    negatives below the group and tie with those inside it; twice that count,
+    ``2 * below + tied = below + (below + tied)``, is an integer, so the AUC is one
+    exact integer sum divided once and can never leave [0, 1].
+    """
+    k, n = s.shape
+    order = np.argsort(s, axis=1)
+    s_sorted = np.take_along_axis(s, order, axis=1)
+    neg_sorted = ~y[order]  # (k, n): is the case at this sorted position negative?
+    n_neg = int(np.count_nonzero(~y))
+    n_pos = n - n_neg
+
+    # tie groups, as flat indices over the k rows (a row always opens a group)
+    opens = np.empty((k, n), dtype=bool)
+    opens[:, 0] = True
+    np.not_equal(s_sorted[:, 1:], s_sorted[:, :-1], out=opens[:, 1:])
+    start = np.flatnonzero(opens)
+    stop = np.append(start[1:], k * n)  # exclusive
+    neg_upto = np.cumsum(neg_sorted, axis=1, dtype=np.int64).ravel()  # negatives at or before
+    neg_flat = neg_sorted.ravel()
+    neg_before = neg_upto[start] - neg_flat[start]  # negatives strictly below the group
+    neg_through = neg_upto[stop - 1]  # negatives below or inside the group
+    pos_before = start % n - neg_before
+    pos_through = (stop - 1) % n + 1 - neg_through
+
+    # twice the placement count of each sorted case: negatives beaten (for a positive)
+    # or positives beaten by (for a negative), ties counted one half
+    size = stop - start
+    twice_pos = np.repeat(neg_before + neg_through, size)
+    twice_neg = np.repeat(pos_before + pos_through, size)
+    twice = np.where(neg_flat, twice_neg, twice_pos).reshape(k, n)
+
+    placed = np.empty((k, n), dtype=np.int64)
+    np.put_along_axis(placed, order, twice, axis=1)
+    is_pos = y
+    pos_twice = placed[:, is_pos]
+    neg_twice = placed[:, ~is_pos]
+    auc = pos_twice.sum(axis=1) / (2.0 * n_pos * n_neg)
+    v10 = pos_twice / (2.0 * n_neg)
+    v01 = 1.0 - neg_twice / (2.0 * n_pos)
+    return v10, v01, np.clip(auc, 0.0, 1.0)
+
+
+def _covariance(v: np.ndarray) -> np.ndarray:
+    """Sample covariance (denominator count - 1) between the rows of ``v``."""
+    centred = v - v.mean(axis=1, keepdims=True)
+    return centred @ centred.T / (v.shape[1] - 1)
+
+
+def _comparison(a, b, auc_a, auc_b, var_a, var_b, cov_ab, level, df=math.inf) -> PairedComparison:
+    auc_a, auc_b, var_a, var_b, cov_ab = map(float, (auc_a, auc_b, var_a, var_b, cov_ab))
+    diff = auc_a - auc_b
+    se = math.sqrt(max(var_a + var_b - 2.0 * cov_ab, 0.0))
+    if se > 0:
+        z = diff / se
+    else:  # identical placements: pROC reports z = 0 for a zero difference
+        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    if math.isinf(df):
+        crit, p = _z_crit(level), float(2.0 * ndtr(-abs(z)))
+    else:
+        crit, p = float(-stdtrit(df, (1.0 - level) / 2.0)), float(2.0 * stdtr(df, -abs(z)))
+    if auc_b > 0:
+        ratio = auc_a / auc_b
+        ratio_var = (var_a / auc_b**2 + auc_a**2 * var_b / auc_b**4
+                     - 2.0 * auc_a * cov_ab / auc_b**3)
+        ratio_se = math.sqrt(max(ratio_var, 0.0))
+    else:  # undefined, not an error: the difference and its test still stand
+        ratio = ratio_se = math.nan
+    return PairedComparison(
+        a=a, b=b, diff=diff, se=se, ci_low=diff - crit * se, ci_high=diff + crit * se,
+        z=z, p_value=p, cov=cov_ab, ratio=ratio, ratio_se=ratio_se,
+        ratio_ci_low=ratio - crit * ratio_se, ratio_ci_high=ratio + crit * ratio_se,
+        level=level, df=df,
+    )
+
+
+def _z_crit(level: float) -> float:
+    return float(ndtri(1.0 - (1.0 - level) / 2.0))
+
+
+def _check_level(level) -> float:
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        raise CxrError(f"level must be a number in (0, 1), got {level!r}") from None
+    if not 0.0 < level < 1.0:
+        raise CxrError(f"level must be in (0, 1), got {level!r}")
+    return level
+
+
+def _check_truth(y_true) -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim != 1:
+        raise CxrError(f"y_true must have shape (n,), got shape {y.shape}")
+    if y.dtype.kind != "b":
+        if y.dtype.kind not in "iuf":
+            raise CxrError(f"y_true must hold 0/1 labels, got dtype {y.dtype}")
+        bad = ~np.isin(y, (0, 1))
+        if bad.any():
+            others = np.unique(y[bad])[:5].tolist()
+            raise CxrError(f"y_true must hold only 0/1 labels, found {others}")
+        y = y == 1
+    n_pos = int(np.count_nonzero(y))
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise CxrError(f"y_true holds a single class ({n_pos} positive, {n_neg} negative cases): "
+                       "the AUC needs both")
+    if n_pos < 2 or n_neg < 2:
+        raise CxrError(f"DeLong's covariance needs at least 2 positive and 2 negative cases, "
+                       f"got {n_pos} positive and {n_neg} negative")
+    return y
+
+
+def _check_scores(scores, n: int) -> np.ndarray:
+    s = np.asarray(scores)
+    if s.dtype.kind == "b":
+        s = s.astype(np.uint8)
+    elif s.dtype.kind not in "iuf":
+        try:
+            s = s.astype(np.float64)
+        except (TypeError, ValueError):
+            raise CxrError(f"scores must be numbers, got dtype {s.dtype}") from None
+    if s.ndim == 1:
+        s = s[None, :]
+    if s.ndim != 2 or s.shape[1] != n:
+        raise CxrError(f"scores must have shape ({n},) or (k, {n}) to match y_true, "
+                       f"got shape {np.shape(scores)}")
+    if s.shape[0] == 0:
+        raise CxrError("scores hold no model (shape (0, n))")
+    if s.dtype.kind == "f":
+        finite = np.isfinite(s)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1)).tolist()
+            raise CxrError(f"scores hold {int((~finite).sum())} NaN or infinite values "
+                           f"(model rows {rows}); all scores must be finite")
+    return s
+
+
+def _model_index(i, k: int) -> int:
+    try:
+        i = operator.index(i)
+    except TypeError:
+        raise CxrError(f"model index must be an integer, got {i!r}") from None
+    if not -k <= i < k:
+        raise CxrError(f"model index {i} is out of range for {k} models")
+    return i % k
