@@ -1,0 +1,154 @@
+"""The NIH ChestX-ray14 source: ``Data_Entry_2017*.csv`` plus its PNG folders -> index table.
+
+Reads the release as NIH ships it (and as ``monai-cxr synth`` writes the phantom): either
+CSV variant, either name of the sex column, a possible trailing empty column, and images
+flat, under ``images/`` or under ``images_001/images/`` ... ``images_012/images/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from monai_cxr.errors import CxrError
+
+LABELS = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
+    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
+)
+NO_FINDING = "No Finding"
+CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "View Position")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def find_entry_csv(data_dir: Path) -> Path:
+    """The release's data-entry CSV (the v2020 file when both are present)."""
+    if not data_dir.is_dir():
+        raise CxrError(f"data folder {str(data_dir)!r} does not exist")
+    for name in CSV_NAMES:
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise CxrError(f"no {' or '.join(CSV_NAMES)} in {str(data_dir)!r}")
+
+
+def read_entries(csv_path: Path) -> pd.DataFrame:
+    """The data-entry table with its required columns checked and label strings parsed."""
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise CxrError(f"cannot parse {csv_path.name}: {str(exc).splitlines()[0]}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    table = table.loc[:, [c for c in table.columns if not c.startswith("Unnamed:")]]
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise CxrError(f"{csv_path.name} lacks column(s) {', '.join(map(repr, missing))}; "
+                       f"found {', '.join(map(repr, table.columns))}")
+    if table.empty:
+        raise CxrError(f"{csv_path.name} has no rows")
+    dup = table["Image Index"].duplicated(keep=False)
+    if dup.any():
+        first = table.loc[dup, "Image Index"].unique()[:3]
+        raise CxrError(f"{csv_path.name}: duplicate image ids ({int(dup.sum())} rows), e.g. "
+                       + ", ".join(first))
+    return table
+
+
+def label_matrix(findings: pd.Series) -> pd.DataFrame:
+    """One 0/1 column per NIH label from the ``|``-separated ``Finding Labels`` strings."""
+    dummies = findings.str.strip().str.get_dummies(sep="|")
+    dummies.columns = [c.strip() for c in dummies.columns]
+    unknown = sorted(set(dummies.columns) - set(LABELS) - {NO_FINDING, ""})
+    if unknown:
+        raise CxrError(f"unknown finding label(s) {', '.join(map(repr, unknown))}; "
+                       f"NIH labels are {', '.join(LABELS)} or {NO_FINDING!r}")
+    out = pd.DataFrame(0, index=findings.index, columns=list(LABELS), dtype=np.int8)
+    for label in LABELS:
+        if label in dummies.columns:
+            out[label] = dummies[label].to_numpy(dtype=np.int8)
+    if NO_FINDING in dummies.columns:
+        clash = (dummies[NO_FINDING] == 1) & (out.sum(axis=1) > 0)
+        if clash.any():
+            raise CxrError(f"{NO_FINDING!r} combined with a finding in {int(clash.sum())} row(s), "
+                           f"e.g. {findings[clash].iloc[0]!r}")
+    return out
+
+
+def image_folders(data_dir: Path) -> list[Path]:
+    """Where NIH images may live: images_*/images/, images_*/, images/, the folder itself."""
+    nested = sorted(p for p in data_dir.glob("images_*") if p.is_dir())
+    folders = [p / "images" if (p / "images").is_dir() else p for p in nested]
+    if (data_dir / "images").is_dir():
+        folders.append(data_dir / "images")
+    folders.append(data_dir)
+    return folders
+
+
+def locate_images(data_dir: Path, names: pd.Series) -> pd.Series:
+    """Absolute path of each named image, or "" where it is in none of the folders."""
+    found: dict[str, str] = {}
+    for folder in image_folders(data_dir):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.name not in found:
+                    found[entry.name] = os.path.abspath(entry.path)
+    return names.map(found).fillna("")
+
+
+def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool = False,
+             echo=print) -> pd.DataFrame:
+    """Index an NIH-layout folder: ``image_id, patient_id, view, path`` and the 14 label columns.
+
+    Parameters
+    ----------
+    data_dir : folder holding ``Data_Entry_2017*.csv`` and the image folders.
+    view : ``"PA"``, ``"AP"`` or ``"all"``.
+    drop_missing : drop rows whose image file is absent instead of failing.
+    """
+    data_dir = Path(data_dir)
+    table = read_entries(find_entry_csv(data_dir))
+    index = pd.DataFrame({
+        "image_id": table["Image Index"].str.strip(),
+        "patient_id": table["Patient ID"].str.strip(),
+        "view": table["View Position"].str.strip().str.upper(),
+    })
+    index = pd.concat([index, label_matrix(table["Finding Labels"])], axis=1)
+    if view != "all":
+        index = index[index["view"] == view]
+        if index.empty:
+            raise CxrError(f"no {view} images in {data_dir}; views present: "
+                           + ", ".join(sorted(table['View Position'].str.strip().unique())))
+    paths = locate_images(data_dir, index["image_id"])
+    absent = paths == ""
+    if absent.any():
+        n, first = int(absent.sum()), ", ".join(index.loc[absent, "image_id"].iloc[:3])
+        if not drop_missing:
+            raise CxrError(f"{n} of {len(index)} listed images are missing under {data_dir} "
+                           f"(first: {first}); pass --drop-missing to leave them out")
+        echo(f"warning: dropping {n} listed images that are missing (first: {first})")
+        index, paths = index[~absent], paths[~absent]
+        if index.empty:
+            raise CxrError(f"none of the listed images exist under {data_dir}")
+    index.insert(3, "path", paths)
+    return index.reset_index(drop=True)
+
+
+def read_list(path: Path) -> set[str]:
+    """Image ids listed one per line (``train_val_list.txt``, ``test_list.txt``)."""
+    if not path.is_file():
+        raise CxrError(f"--split official needs {path.name} in {path.parent}")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def official_lists(data_dir: str | os.PathLike) -> tuple[set[str], set[str]]:
+    """NIH's official ``(train_val, test)`` image ids, checked to be disjoint."""
+    data_dir = Path(data_dir)
+    train_val, test = read_list(data_dir / "train_val_list.txt"), read_list(data_dir / "test_list.txt")
+    both = test & train_val
+    if both:
+        raise CxrError(f"{len(both)} image(s) are in both test_list.txt and train_val_list.txt, "
+                       f"e.g. {sorted(both)[0]}")
+    return train_val, test

@@ -1,0 +1,123 @@
+"""The resize cache: exact area averages of the source, resumable, rebuilt only on change."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from monai_cxr.data import cache as cache_mod
+from monai_cxr.data.cache import build_cache, make_square, open_cache
+from monai_cxr.errors import CxrError
+
+
+def _images(folder, n=10, size=(40, 40), mode="L", seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        if mode == "I;16":
+            img = Image.fromarray(rng.integers(100, 4000, size[::-1], dtype=np.uint16))
+        else:
+            shape = size[::-1] + ((3,) if mode == "RGB" else ())
+            img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode)
+        paths.append(str(folder / f"{i:03d}.png"))
+        img.save(paths[-1])
+    return pd.DataFrame({"image_id": [f"{i:03d}.png" for i in range(n)], "path": paths})
+
+
+def test_values_equal_a_direct_area_resize_of_the_source(tmp_path):
+    index = _images(tmp_path / "img", n=5, size=(40, 40))
+    build_cache(index, tmp_path / "cache", [8, 20, 40], workers=1, progress=False)
+    for r in (8, 20, 40):
+        cached = open_cache(tmp_path / "cache", r)
+        assert cached.shape == (5, r, r) and cached.dtype == np.uint8
+        for row, path in enumerate(index["path"]):
+            direct = np.asarray(Image.open(path).resize((r, r), Image.BOX))
+            np.testing.assert_array_equal(cached[row], direct)
+    # 40 -> 8 is a 5x5 block mean: check area averaging itself, not only PIL's identity
+    # (PIL rounds between its two separable passes, hence up to one grey level)
+    source = np.asarray(Image.open(index["path"][0]), dtype=float)
+    block = source.reshape(8, 5, 8, 5).mean(axis=(1, 3))
+    assert np.abs(open_cache(tmp_path / "cache", 8)[0] - block).max() <= 1.0
+
+
+def test_parallel_workers_give_the_same_bytes(tmp_path):
+    index = _images(tmp_path / "img", n=150)
+    build_cache(index, tmp_path / "one", [16], workers=1, progress=False)
+    build_cache(index, tmp_path / "two", [16], workers=2, progress=False)
+    np.testing.assert_array_equal(open_cache(tmp_path / "one", 16), open_cache(tmp_path / "two", 16))
+
+
+@pytest.mark.parametrize("policy", ["pad", "crop"])
+def test_non_square_sources(tmp_path, policy):
+    img = Image.fromarray(np.full((30, 60), 200, dtype=np.uint8))
+    square = np.asarray(make_square(img, policy))
+    if policy == "pad":
+        assert square.shape == (60, 60)
+        assert (square[:15] == 0).all() and (square[15:45] == 200).all() and (square[45:] == 0).all()
+    else:
+        assert square.shape == (30, 30) and (square == 200).all()
+
+
+def test_16_bit_and_rgb_sources_become_8_bit(tmp_path):
+    for mode in ("I;16", "RGB"):
+        index = _images(tmp_path / mode.replace(";", ""), n=2, mode=mode)
+        build_cache(index, tmp_path / f"c{mode[:1]}", [40], workers=1, progress=False)
+        cached = open_cache(tmp_path / f"c{mode[:1]}", 40)
+        assert cached.dtype == np.uint8
+        if mode == "I;16":  # min-max scaled per image to the full 8-bit range
+            assert cached[0].min() == 0 and cached[0].max() == 255
+        else:
+            rgb = np.asarray(Image.open(index["path"][0]).convert("L"))
+            np.testing.assert_array_equal(cached[0], rgb)
+
+
+def test_not_rebuilt_when_unchanged_and_rebuilt_when_inputs_change(tmp_path):
+    index = _images(tmp_path / "img", n=4)
+    build_cache(index, tmp_path / "cache", [10, 20], workers=1, progress=False)
+    stamp = (tmp_path / "cache" / "r10.npy").stat().st_mtime_ns
+    messages = []
+    build_cache(index, tmp_path / "cache", [10, 20], workers=1, progress=False, echo=messages.append)
+    assert "up to date" in messages[-1]
+    assert (tmp_path / "cache" / "r10.npy").stat().st_mtime_ns == stamp
+    # a new resolution is added without redoing the old ones
+    build_cache(index, tmp_path / "cache", [10, 20, 30], workers=1, progress=False)
+    assert (tmp_path / "cache" / "r10.npy").stat().st_mtime_ns == stamp
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(index["path"][1])
+    build_cache(index, tmp_path / "cache", [10], workers=1, progress=False, echo=messages.append)
+    assert "rebuilding" in messages[-2]
+    assert open_cache(tmp_path / "cache", 10)[1].max() == 0
+    with pytest.raises(CxrError, match="resolution 20 is not in the cache"):
+        open_cache(tmp_path / "cache", 20)
+
+
+def test_a_killed_build_resumes_without_redoing_finished_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "CHUNK", 4)
+    index = _images(tmp_path / "img", n=20)
+    good = Image.open(index["path"][13]).copy()
+    (tmp_path / "img" / "013.png").write_bytes(b"not a png")
+    with pytest.raises(CxrError, match="cannot read image .*013.png"):
+        build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["complete"] == [] and manifest["building"]["done"] == [0, 1, 2]
+    good.save(index["path"][13])
+    # the repaired file changes the fingerprint, so restore the recorded one: a resume, not a rebuild
+    manifest["fingerprint"] = cache_mod.fingerprint(index, "pad")
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    built = []
+    real = cache_mod._build_chunk
+    monkeypatch.setattr(cache_mod, "_build_chunk", lambda job: built.append(job[0]) or real(job))
+    messages = []
+    build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False, echo=messages.append)
+    assert sorted(built) == [3, 4] and "resuming" in messages[0]
+    for row, path in enumerate(index["path"]):
+        direct = np.asarray(Image.open(path).resize((8, 8), Image.BOX))
+        np.testing.assert_array_equal(open_cache(tmp_path / "cache", 8)[row], direct)
+
+
+def test_too_large_resolution_names_the_source_size(tmp_path):
+    index = _images(tmp_path / "img", n=2, size=(40, 30))
+    with pytest.raises(CxrError, match="resolution 64 exceeds the source size .*\(40 px"):
+        build_cache(index, tmp_path / "cache", [16, 64], workers=1, progress=False)
