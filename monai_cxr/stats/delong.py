@@ -230,6 +230,8 @@ def _placements(y: np.ndarray, s: np.ndarray):
     exact integer sum divided once and can never leave [0, 1].
     """
     k, n = s.shape
+    # counts and flat positions in int32 when they fit: half the memory traffic
+    count = np.int32 if max(2, k) * n < np.iinfo(np.int32).max else np.int64
     order = np.argsort(s, axis=1)
     s_sorted = np.take_along_axis(s, order, axis=1)
     neg_sorted = ~y[order]  # (k, n): is the case at this sorted position negative?
@@ -240,9 +242,9 @@ def _placements(y: np.ndarray, s: np.ndarray):
     opens = np.empty((k, n), dtype=bool)
     opens[:, 0] = True
     np.not_equal(s_sorted[:, 1:], s_sorted[:, :-1], out=opens[:, 1:])
-    start = np.flatnonzero(opens)
+    start = np.flatnonzero(opens).astype(count)
     stop = np.append(start[1:], k * n)  # exclusive
-    neg_upto = np.cumsum(neg_sorted, axis=1, dtype=np.int64).ravel()  # negatives at or before
+    neg_upto = np.cumsum(neg_sorted, axis=1, dtype=count).ravel()  # negatives at or before
     neg_flat = neg_sorted.ravel()
     neg_before = neg_upto[start] - neg_flat[start]  # negatives strictly below the group
     neg_through = neg_upto[stop - 1]  # negatives below or inside the group
@@ -256,12 +258,11 @@ def _placements(y: np.ndarray, s: np.ndarray):
     twice_neg = np.repeat(pos_before + pos_through, size)
     twice = np.where(neg_flat, twice_neg, twice_pos).reshape(k, n)
 
-    placed = np.empty((k, n), dtype=np.int64)
+    placed = np.empty((k, n), dtype=count)
     np.put_along_axis(placed, order, twice, axis=1)
-    is_pos = y
-    pos_twice = placed[:, is_pos]
-    neg_twice = placed[:, ~is_pos]
-    auc = pos_twice.sum(axis=1) / (2.0 * n_pos * n_neg)
+    pos_twice = placed[:, y]
+    neg_twice = placed[:, ~y]
+    auc = pos_twice.sum(axis=1, dtype=np.int64) / (2.0 * n_pos * n_neg)
     v10 = pos_twice / (2.0 * n_neg)
     v01 = 1.0 - neg_twice / (2.0 * n_pos)
     return v10, v01, np.clip(auc, 0.0, 1.0)
