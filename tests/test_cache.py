@@ -119,5 +119,5 @@ def test_a_killed_build_resumes_without_redoing_finished_chunks(tmp_path, monkey
 
 def test_too_large_resolution_names_the_source_size(tmp_path):
     index = _images(tmp_path / "img", n=2, size=(40, 30))
-    with pytest.raises(CxrError, match="resolution 64 exceeds the source size .*\(40 px"):
+    with pytest.raises(CxrError, match=r"resolution 64 exceeds the source size .*\(40 px"):
         build_cache(index, tmp_path / "cache", [16, 64], workers=1, progress=False)

@@ -1,0 +1,56 @@
+"""`monai-cxr prepare` end to end, and its one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monai_cxr.cli import main
+from nih_layout import write_release
+
+
+def run_cli(*args):
+    """Run the installed console entry point in a subprocess: exit code, stdout, stderr."""
+    proc = subprocess.run([sys.executable, "-c", "from monai_cxr.cli import main; main()", *args],
+                          capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_prepare_writes_index_split_cache_and_study(tmp_path):
+    write_release(tmp_path / "nih", patients=15, layout="nested")
+    main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
+          "--resolutions", "32,16", "--split", "official", "--workers", "1"])
+    index = pd.read_csv(tmp_path / "s/data/index.csv")
+    split = pd.read_csv(tmp_path / "s/data/split.csv")
+    assert split["image_id"].tolist() == index["image_id"].tolist()
+    assert set(split["fold"]) == {"train", "val", "test"}
+    assert np.load(tmp_path / "s/data/cache/r16.npy").shape == (len(index), 16, 16)
+    study = json.loads((tmp_path / "s/study.json").read_text())
+    assert study["data"]["resolutions"] == [16, 32] and study["data"]["split"] == "official"
+    assert study["synthetic"] is False and "numpy" in study["versions"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--resolutions", "0,32"], "0 is not a positive integer"),
+    (["--resolutions", "32,big"], "'big' is not an integer"),
+    (["--resolutions", "96"], "resolution 96 exceeds the source size"),
+    (["--data-dir", "/nonexistent/nih"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
+    write_release(tmp_path / "nih", patients=5)
+    base = ["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
+            "--workers", "1"]
+    code, out, err = run_cli(*base, *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "rror" in line]) == 1
+
+
+def test_no_cache_flag_skips_the_cache(tmp_path):
+    write_release(tmp_path / "nih", patients=6)
+    main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
+          "--no-cache"])
+    assert (tmp_path / "s/data/split.csv").is_file() and not (tmp_path / "s/data/cache").exists()
