@@ -1,0 +1,76 @@
+"""The study report: tables, paired comparisons between resolutions, figures, TensorBoard.
+
+``make_report(study_dir)`` reads only the files of the study-directory contract
+(``study.json`` and each ``bundles/<cell>/``'s ``cell.json``, ``predictions.csv`` and
+``run.json``) and writes into ``STUDY/report/`` (or ``out_dir``)::
+
+    summary.csv       one row per finished cell
+    comparisons.csv   DeLong tests between resolutions, Holm-adjusted within a label
+    report.md         what was run and what it found, tables and figures (relative links)
+    figures/          PNG and SVG
+    tensorboard/      the study-level TensorBoard log (HParams, figures, summary)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monai_cxr.fileio import atomic_write, write_text
+
+__all__ = ["make_report"]
+
+
+def make_report(study_dir, out_dir=None, reference_resolution: int | None = None,
+                echo=print, figure_labels=None, tensorboard: bool = True) -> Path:
+    """Write the report of a (possibly partial) study and return the report folder.
+
+    Parameters
+    ----------
+    study_dir : path
+        The study directory.
+    out_dir : path, optional
+        Where to write; default ``study_dir/report``.
+    reference_resolution : int, optional
+        Resolution every other one is compared with; default 320 where run, else the
+        highest of each label x architecture x seed.
+    echo : callable
+        Progress lines go here.
+    figure_labels : list of str, optional
+        Labels of the architecture figure; default Mass and Nodule where run.
+    tensorboard : bool
+        Also write the study-level TensorBoard log.
+
+    Raises
+    ------
+    CxrError
+        No finished cell, malformed study files, or a reference resolution that was not run.
+    """
+    from monai_cxr.report.figures import make_figures
+    from monai_cxr.report.load import load_study
+    from monai_cxr.report.markdown import report_markdown, summary_markdown
+    from monai_cxr.report.tables import (best_table, check_reference, comparison_table,
+                                         summary_table)
+
+    study = load_study(study_dir)
+    check_reference(study.finished, reference_resolution)
+    out = Path(out_dir) if out_dir is not None else study.path / "report"
+    echo(f"report: {len(study.finished)} finished cell(s), {len(study.missing)} missing")
+
+    summary = summary_table(study.finished)
+    comparisons = comparison_table(study.finished, reference_resolution)
+    best = best_table(study.finished)
+    for name, frame in (("summary.csv", summary), ("comparisons.csv", comparisons)):
+        atomic_write(out / name, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
+
+    figures = make_figures(summary, comparisons, out / "figures", study.synthetic, figure_labels)
+    command = f"monai-cxr report --study-dir {study.path}" + (
+        f" --reference-resolution {reference_resolution}" if reference_resolution else "") + (
+        f" --out {out}" if out_dir is not None else "")
+    write_text(out / "report.md",
+               report_markdown(study, summary, comparisons, best, figures, command))
+    if tensorboard:
+        from monai_cxr.report.tensorboard import write_tensorboard
+
+        write_tensorboard(summary, figures, summary_markdown(summary), out)
+    echo(f"report: wrote {out / 'report.md'}")
+    return out

@@ -1,0 +1,240 @@
+"""The report's figures, after Sabottke & Spieler (2020), as PNG and SVG.
+
+- ``auc_vs_resolution``: AUC against input size per label, DeLong SE as error bars (their Fig. 2);
+- ``auc_ratio``: AUC of each size as a share of the reference size, ratio +/- SE (Fig. 3);
+- ``architectures``: two or more architectures side by side for chosen labels (Fig. 4);
+- ``tradeoff``: throughput, peak memory and batch size against input size.
+
+Each function takes the report's tables and returns the written PNG path (or None when it
+has nothing to draw). When several seeds were run, a point is the mean over seeds and its
+bar the root-mean-square of their SEs; the title says how many seeds. Titles of figures
+made from phantom data say that the data are synthetic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from monai_cxr.fileio import atomic_write
+
+SYNTHETIC_NOTE = "synthetic phantom data"
+PAPER_LABELS = ("Mass", "Nodule")  # Fig. 4 of the paper
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "figure.dpi": 100, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10,
+        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+        "grid.alpha": 0.3, "legend.frameon": False, "svg.hashsalt": "monai-cxr",
+    })
+    return plt
+
+
+def _title(text: str, synthetic: bool, n_seeds: int = 1) -> str:
+    notes = ([f"mean of {n_seeds} seeds"] if n_seeds > 1 else []) + \
+        ([SYNTHETIC_NOTE] if synthetic else [])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _save(fig, out_dir: Path, name: str) -> Path:
+    """Write ``name``.png and ``name``.svg atomically, without time stamps (stable diffs)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{name}.png"
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight",
+                                              metadata={"Software": None}))
+    atomic_write(out_dir / f"{name}.svg",
+                 lambda tmp: fig.savefig(tmp, format="svg", bbox_inches="tight",
+                                         metadata={"Date": None, "Creator": None}))
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return png
+
+
+def _resolution_axis(ax, resolutions):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(resolutions)
+    ax.set_xticklabels([str(r) for r in resolutions], rotation=45 if len(resolutions) > 6 else 0)
+    ax.minorticks_off()
+    ax.set_xlabel("input size (pixels, square)")
+
+
+def _colours(labels):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _series(ax, frame, by, x, y, err, colours):
+    """One error-bar line per value of ``by``, dodged sideways, coloured by ``colours``."""
+    names = [n for n in colours if n in set(frame[by])]
+    for i, name in enumerate(names):
+        rows = frame[frame[by] == name].sort_values(x)
+        ax.errorbar(_dodge(rows[x], i, len(names)), rows[y], yerr=rows[err], marker="o",
+                    markersize=4, capsize=2.5, linewidth=1.4, elinewidth=1.0,
+                    color=colours[name], label=name)
+
+
+def _mean_over_seeds(frame, keys, value, se):
+    """Mean of ``value`` and root-mean-square of ``se`` over seeds."""
+    grouped = frame.groupby(keys, sort=True)
+    out = grouped[value].mean().to_frame(value)
+    out[se] = grouped[se].apply(lambda s: float(np.sqrt(np.mean(np.square(s)))))
+    return out.reset_index()
+
+
+def _panels(plt, n, width=4.2, height=3.4, sharey=True):
+    fig, axes = plt.subplots(1, n, figsize=(width * n + 1.4, height), squeeze=False,
+                             sharey=sharey, layout="constrained")
+    return fig, list(axes[0])
+
+
+def _legend(fig, axes):
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+
+
+def _dodge(x, i: int, k: int, step: float = 0.035):
+    """Shift series ``i`` of ``k`` sideways on the log2 axis so error bars do not overlap."""
+    return np.asarray(x, float) * 2.0 ** ((i - (k - 1) / 2) * step)
+
+
+def auc_vs_resolution(summary, out_dir: Path, synthetic: bool) -> Path | None:
+    """AUC against input size, one line per label and one panel per architecture."""
+    data = summary.dropna(subset=["auc", "auc_se"])
+    if data.empty:
+        return None
+    plt = _plt()
+    archs = sorted(data["arch"].unique())
+    colours = _colours(sorted(data["label"].unique()))
+    n_seeds = data["seed"].nunique()
+    points = _mean_over_seeds(data, ["arch", "label", "resolution"], "auc", "auc_se")
+    fig, axes = _panels(plt, len(archs))
+    for ax, arch in zip(axes, archs):
+        _series(ax, points[points["arch"] == arch], "label", "resolution", "auc", "auc_se",
+                colours)
+        _resolution_axis(ax, sorted(data["resolution"].unique()))
+        ax.set_title(arch)
+    axes[0].set_ylabel("validation AUC (error bars: DeLong SE)")
+    _legend(fig, axes)
+    fig.suptitle(_title("AUC vs input size", synthetic, n_seeds))
+    return _save(fig, out_dir, "auc_vs_resolution")
+
+
+def auc_ratio(comparisons, summary, out_dir: Path, synthetic: bool) -> Path | None:
+    """AUC as a percentage of the reference size's AUC (ratio +/- SE), per label."""
+    rows = comparisons[comparisons["kind"] == "reference"].dropna(subset=["ratio", "ratio_se"])
+    if rows.empty:
+        return None
+    import pandas as pd
+
+    plt = _plt()
+    rows = rows.assign(ratio=100 * rows["ratio"], ratio_se=100 * rows["ratio_se"])
+    # the reference itself: 100 % exactly
+    refs = rows[["label", "arch", "seed", "resolution_b"]].drop_duplicates()
+    refs = refs.rename(columns={"resolution_b": "resolution_a"}).assign(ratio=100.0, ratio_se=0.0)
+    rows = pd.concat([rows, refs], ignore_index=True)
+    archs = sorted(rows["arch"].unique())
+    colours = _colours(sorted(rows["label"].unique()))
+    n_seeds = rows["seed"].nunique()
+    points = _mean_over_seeds(rows, ["arch", "label", "resolution_a"], "ratio", "ratio_se")
+    reference = sorted(refs["resolution_a"].unique())
+    fig, axes = _panels(plt, len(archs))
+    for ax, arch in zip(axes, archs):
+        ax.axhline(100, color="0.4", linewidth=0.8, linestyle="--")
+        _series(ax, points[points["arch"] == arch], "label", "resolution_a", "ratio",
+                "ratio_se", colours)
+        _resolution_axis(ax, sorted(summary["resolution"].unique()))
+        ax.set_title(arch)
+    ref_text = "/".join(map(str, reference))
+    axes[0].set_ylabel(f"AUC as % of AUC at {ref_text} px (± SE)")
+    _legend(fig, axes)
+    fig.suptitle(_title(f"AUC relative to {ref_text} px", synthetic, n_seeds))
+    return _save(fig, out_dir, "auc_ratio")
+
+
+def chosen_labels(labels, wanted=None, limit: int = 4) -> list[str]:
+    """Labels for the architecture figure: ``wanted`` if given, else the paper's Mass and
+    Nodule where run, else the first ``limit`` labels."""
+    labels = sorted(labels)
+    if wanted:
+        return [x for x in wanted if x in labels]
+    paper = [x for x in PAPER_LABELS if x in labels]
+    return paper or labels[:limit]
+
+
+def architectures(summary, out_dir: Path, synthetic: bool, labels=None) -> Path | None:
+    """Architectures side by side: one panel per chosen label, one line per architecture."""
+    data = summary.dropna(subset=["auc", "auc_se"])
+    archs = sorted(data["arch"].unique())
+    chosen = chosen_labels(data["label"].unique(), labels)
+    if len(archs) < 2 or not chosen:
+        return None
+    plt = _plt()
+    colours = _colours(archs)
+    n_seeds = data["seed"].nunique()
+    points = _mean_over_seeds(data, ["label", "arch", "resolution"], "auc", "auc_se")
+    fig, axes = _panels(plt, len(chosen))
+    for ax, label in zip(axes, chosen):
+        _series(ax, points[points["label"] == label], "arch", "resolution", "auc", "auc_se",
+                colours)
+        _resolution_axis(ax, sorted(data["resolution"].unique()))
+        ax.set_title(label)
+    axes[0].set_ylabel("validation AUC (error bars: DeLong SE)")
+    _legend(fig, axes)
+    fig.suptitle(_title("Architectures compared", synthetic, n_seeds))
+    return _save(fig, out_dir, "architectures")
+
+
+def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
+    """Throughput, peak memory and batch size against input size, one line per architecture
+    (the median over labels and seeds)."""
+    metrics = [("images_per_s", "training throughput (images/s)", True),
+               ("peak_mem_mb", "peak memory (MB)", True),
+               ("batch_size", "batch size", True)]
+    metrics = [m for m in metrics if summary[m[0]].notna().any()]
+    if not metrics:
+        return None
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plt = _plt()
+    archs = sorted(summary["arch"].unique())
+    colours = _colours(archs)
+    fig, axes = _panels(plt, len(metrics), sharey=False)
+    for ax, (column, name, log) in zip(axes, metrics):
+        values = summary.assign(**{column: summary[column].astype(float)})
+        med = values.groupby(["arch", "resolution"])[column].median().reset_index()
+        for arch, rows in med.groupby("arch"):
+            ax.plot(rows["resolution"], rows[column], marker="o", markersize=4, linewidth=1.4,
+                    color=colours[arch], label=arch)
+        if log and (med[column] > 0).all():
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        _resolution_axis(ax, sorted(summary["resolution"].unique()))
+        ax.set_title(name)
+    _legend(fig, axes)
+    fig.suptitle(_title("What resolution costs", synthetic))
+    return _save(fig, out_dir, "tradeoff")
+
+
+def make_figures(summary, comparisons, out_dir, synthetic: bool, labels=None) -> dict:
+    """Draw every figure that the tables allow; returns {name: png path}."""
+    out_dir = Path(out_dir)
+    made = {
+        "auc_vs_resolution": auc_vs_resolution(summary, out_dir, synthetic),
+        "auc_ratio": auc_ratio(comparisons, summary, out_dir, synthetic) if len(comparisons) else None,
+        "architectures": architectures(summary, out_dir, synthetic, labels),
+        "tradeoff": tradeoff(summary, out_dir, synthetic),
+    }
+    return {k: v for k, v in made.items() if v is not None}
