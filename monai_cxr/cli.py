@@ -115,6 +115,21 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
 
 # --------------------------------------------------------------------------- report
 # (the `report` command goes here)
+@cli.command()
+@click.option("--study-dir", required=True, type=click.Path(file_okay=False),
+              help="Study directory (its bundles/<cell>/ folders are read).")
+@click.option("--reference-resolution", type=click.IntRange(min=1), default=None,
+              help="Resolution every other one is compared with [default: 320 where run, "
+                   "else the highest].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Report folder [default: STUDY/report].")
+@click.option("--no-tensorboard", is_flag=True, help="Skip the study-level TensorBoard log.")
+def report(study_dir, reference_resolution, out_dir, no_tensorboard):
+    """Summarise finished cells: summary.csv, comparisons.csv, report.md, figures, TensorBoard."""
+    from monai_cxr.report import make_report
+
+    make_report(study_dir, out_dir=out_dir, reference_resolution=reference_resolution,
+                echo=click.echo, tensorboard=not no_tensorboard)
 
 
 def main(argv=None):
