@@ -106,7 +106,91 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
 
 
 # ---------------------------------------------------------------------- statistics
-# (the `delong` command goes here)
+def _read_csv_columns(path, columns):
+    """The named columns of a CSV file as lists of floats, or a CxrError naming the problem."""
+    import csv
+    import math
+
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise CxrError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header) or 'none'})")
+            out = {c: [] for c in columns}
+            for row_no, row in enumerate(reader, start=2):  # line 1 is the header
+                for c in columns:
+                    text = (row[c] or "").strip()
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        value = math.nan
+                    if not math.isfinite(value):
+                        raise CxrError(f"{path} line {row_no}: column {c!r} holds {text!r}, not a finite number")
+                    out[c].append(value)
+    except FileNotFoundError:
+        raise CxrError(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError, csv.Error) as exc:
+        raise CxrError(f"{path}: cannot read it as CSV ({exc})") from None
+    return out
+
+
+def _delong_table(summary, path, level):
+    pct = f"{level:.0%}" if round(level * 100, 6) == round(level * 100) else f"{level * 100:g}%"
+    num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
+    width = max(5, *(len(s["name"]) for s in summary["scores"]))
+    lines = [f"{path}: {summary['n_pos'] + summary['n_neg']} cases "
+             f"({summary['n_pos']} positive, {summary['n_neg']} negative); DeLong {pct} CIs",
+             "",
+             f"{'model':<{width}}  {'AUC':>6}  {'SE':>6}  {pct + ' CI':>16}"]
+    for s in summary["scores"]:
+        lines.append(f"{s['name']:<{width}}  {s['auc']:6.4f}  {s['se']:6.4f}  "
+                     f"[{s['ci_low']:6.4f}, {s['ci_high']:6.4f}]")
+    if summary["pairs"]:
+        lines += ["", "paired DeLong tests (diff = a - b, ratio = a / b; p_holm over all pairs)",
+                  f"{'a':<{width}}  {'b':<{width}}  {'diff':>7}  {pct + ' CI':>18}  {'z':>7}  "
+                  f"{'p':>9}  {'p_holm':>9}  {'ratio':>7}  {'its SE':>6}"]
+        for p in summary["pairs"]:
+            lines.append(
+                f"{p['a']:<{width}}  {p['b']:<{width}}  {p['diff']:+7.4f}  "
+                f"[{p['ci_low']:+7.4f}, {p['ci_high']:+7.4f}]  {num(p['z'], '7.3f')}  "
+                f"{p['p_value']:9.3g}  {p['p_holm']:9.3g}  {num(p['ratio'], '7.4f')}  {num(p['ratio_se'], '6.4f')}")
+    return "\n".join(lines)
+
+
+@cli.command("delong")
+@click.argument("csv_file", metavar="FILE.csv", type=click.Path(dir_okay=False))
+@click.option("--truth-col", required=True, help="Column holding the 0/1 truth.")
+@click.option("--score-col", "score_cols", required=True, multiple=True,
+              help="Column of a model's scores (higher = positive); repeat for several models.")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Confidence level of the intervals.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"scores\": [...], \"pairs\": [...]}.")
+def delong_command(csv_file, truth_col, score_cols, level, as_json):
+    """AUCs with DeLong SEs and CIs for score columns of FILE.csv, and paired tests between them.
+
+    Uses pROC's conventions; the direction is never flipped (higher score = positive).
+    """
+    import json
+
+    from monai_cxr.stats import delong
+
+    if len(set(score_cols)) != len(score_cols):
+        raise CxrError(f"--score-col repeats a column: {', '.join(score_cols)}")
+    columns = _read_csv_columns(csv_file, [truth_col, *score_cols])
+    for line, value in enumerate(columns[truth_col], start=2):
+        if value not in (0.0, 1.0):
+            raise CxrError(f"{csv_file} line {line}: truth column {truth_col!r} holds {value:g}; allowed: 0 or 1")
+    try:
+        result = delong(columns[truth_col], [columns[c] for c in score_cols], level=level)
+    except CxrError as exc:
+        raise CxrError(f"{csv_file}, truth column {truth_col!r}: {exc}") from None
+    summary = result.to_dict(names=score_cols)
+    if as_json:
+        click.echo(json.dumps({"file": str(csv_file), "truth_col": truth_col, **summary}, indent=2))
+    else:
+        click.echo(_delong_table(summary, csv_file, level))
 
 
 # -------------------------------------------------------------------------- bundles

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri, stdtr, stdtrit
 
 from monai_cxr.errors import CxrError
+from monai_cxr.stats.multitest import holm
 
 __all__ = ["DeLongResult", "PairedComparison", "delong", "delong_unpaired"]
 
@@ -132,6 +133,41 @@ class DeLongResult:
         i, j = (_model_index(x, k) for x in (i, j))
         c = self.cov
         return _comparison(i, j, self.auc[i], self.auc[j], c[i, i], c[j, j], c[i, j], self.level)
+
+    def to_dict(self, names=None) -> dict:
+        """A JSON-ready summary: every model, and every pair ``i < j`` compared.
+
+        Parameters
+        ----------
+        names : sequence of str, optional
+            Model names (default ``"0", "1", ...``), used for ``name``, ``a`` and ``b``.
+
+        Returns
+        -------
+        dict
+            ``{"level", "n_pos", "n_neg", "scores": [{"name", "auc", "var", "se",
+            "ci_low", "ci_high"}], "pairs": [{"a", "b", "cov", "diff", "se", "ci_low",
+            "ci_high", "z", "p_value", "p_holm", "ratio", "ratio_se", "ratio_ci_low",
+            "ratio_ci_high"}]}``; ``diff`` and ``z`` are for a - b, ``ratio`` is a / b,
+            ``p_holm`` is Holm-adjusted over all pairs. Non-finite numbers become ``None``.
+        """
+        k = len(self.auc)
+        names = [str(i) for i in range(k)] if names is None else [str(x) for x in names]
+        if len(names) != k:
+            raise CxrError(f"{len(names)} names given for {k} models")
+        ci = self.ci
+        scores = [{"name": names[i], "auc": self.auc[i], "var": self.var[i], "se": self.se[i],
+                   "ci_low": ci[i, 0], "ci_high": ci[i, 1]} for i in range(k)]
+        comps = [self.compare(i, j) for i in range(k) for j in range(i + 1, k)]
+        adjusted = holm([c.p_value for c in comps])
+        pairs = [{"a": names[c.a], "b": names[c.b], "cov": c.cov, "diff": c.diff, "se": c.se,
+                  "ci_low": c.ci_low, "ci_high": c.ci_high, "z": c.z, "p_value": c.p_value,
+                  "p_holm": p_holm, "ratio": c.ratio, "ratio_se": c.ratio_se,
+                  "ratio_ci_low": c.ratio_ci_low, "ratio_ci_high": c.ratio_ci_high}
+                 for c, p_holm in zip(comps, adjusted)]
+        clean = [{key: _json_number(v) for key, v in row.items()} for row in scores + pairs]
+        return {"level": self.level, "n_pos": self.n_pos, "n_neg": self.n_neg,
+                "scores": clean[:k], "pairs": clean[k:]}
 
 
 def delong(y_true, scores, level: float = 0.95) -> DeLongResult:
@@ -299,6 +335,14 @@ def _comparison(a, b, auc_a, auc_b, var_a, var_b, cov_ab, level, df=math.inf) ->
         ratio_ci_low=ratio - crit * ratio_se, ratio_ci_high=ratio + crit * ratio_se,
         level=level, df=df,
     )
+
+
+def _json_number(value):
+    """Plain Python scalars for ``json.dumps``; NaN and inf (not valid JSON) become None."""
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _z_crit(level: float) -> float:
