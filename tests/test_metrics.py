@@ -1,0 +1,93 @@
+"""DeLongAUCMetric and its Ignite handler: same numbers as monai_cxr.stats, both logged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from monai.handlers import StatsHandler
+
+from monai_cxr.metrics import DeLongAUC, DeLongAUCMetric
+from monai_cxr.stats import delong
+
+
+def data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(np.float32)
+    y[:2], y[2:4] = 1, 0
+    pred = np.round(rng.normal(size=n) + y, 1).astype(np.float32)  # rounded: ties across batches
+    return torch.from_numpy(pred), torch.from_numpy(y)
+
+
+def test_metric_accumulates_batches_of_both_shapes():
+    pred, y = data()
+    metric = DeLongAUCMetric()
+    metric(y_pred=pred[:20].unsqueeze(1), y=y[:20].unsqueeze(1))  # (B, 1)
+    metric(y_pred=pred[20:40], y=y[20:40])  # (B,)
+    metric(y_pred=list(pred[40:].unsqueeze(1)), y=list(y[40:].unsqueeze(1)))  # decollated
+    ref = delong(y.numpy(), pred.numpy())
+    assert metric.aggregate() == pytest.approx(ref.auc[0], abs=1e-12)
+    assert metric.compute_delong().se[0] == pytest.approx(ref.se[0], abs=1e-12)
+    metric.reset()
+    metric(y_pred=pred[:10], y=y[:10])
+    assert metric.aggregate() == pytest.approx(delong(y[:10].numpy(), pred[:10].numpy()).auc[0])
+
+
+def test_one_class_is_a_clear_value_error():
+    metric = DeLongAUCMetric()
+    metric(y_pred=torch.rand(8), y=torch.ones(8))
+    with pytest.raises(ValueError, match="8 validation samples.*single class"):
+        metric.aggregate()
+
+
+def test_nothing_accumulated_is_a_clear_error():
+    with pytest.raises(ValueError, match="no predictions"):
+        DeLongAUCMetric().aggregate()
+
+
+def test_multi_column_prediction_is_rejected():
+    with pytest.raises(ValueError, match=r"binary: y_pred must have shape \(B,\) or \(B, 1\), got \(4, 2\)"):
+        DeLongAUCMetric()(y_pred=torch.rand(4, 2), y=torch.ones(4))
+
+
+def run_engine(pred, y, batch=16, epochs=1):
+    batches = [(pred[i:i + batch].unsqueeze(1), y[i:i + batch].unsqueeze(1)) for i in range(0, len(y), batch)]
+    engine = Engine(lambda engine, b: b)
+    DeLongAUC().attach(engine, "val_auc")
+    logged = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: logged.append(dict(e.state.metrics)))
+    engine.run(batches, max_epochs=epochs)
+    return engine, logged
+
+
+def test_handler_puts_auc_and_se_in_state_metrics():
+    pred, y = data(n=70)
+    engine, logged = run_engine(pred, y, epochs=2)
+    ref = delong(y.numpy(), pred.numpy())
+    assert isinstance(engine.state.metrics["val_auc"], float)
+    assert engine.state.metrics["val_auc"] == pytest.approx(ref.auc[0], abs=1e-12)
+    assert engine.state.metrics["val_auc_se"] == pytest.approx(ref.se[0], abs=1e-12)
+    assert len(logged) == 2 and logged[0] == logged[1]  # reset between epochs: same data, same numbers
+    # checkpoint selection by the key metric reads the AUC itself
+    assert Checkpoint.get_default_score_fn("val_auc")(engine) == engine.state.metrics["val_auc"]
+
+
+def test_stats_handler_logs_both(capsys):
+    pred, y = data()
+    batches = [(pred[:32], y[:32]), (pred[32:], y[32:])]
+    engine = Engine(lambda engine, b: b)
+    DeLongAUC().attach(engine, "val_auc")
+    StatsHandler(name="delong_test", iteration_log=False, output_transform=lambda x: None).attach(engine)
+    engine.run(batches, max_epochs=1)
+    text = capsys.readouterr().out
+    ref = delong(y.numpy(), pred.numpy())
+    assert f"val_auc: {ref.auc[0]:.4f}" in text and f"val_auc_se: {ref.se[0]:.4f}" in text
+
+
+def test_handler_one_class_fails_loudly():
+    engine = Engine(lambda engine, b: b)
+    DeLongAUC().attach(engine, "val_auc")
+    with pytest.raises(ValueError, match="single class"):
+        engine.run([(torch.rand(6), torch.zeros(6))], max_epochs=1)
