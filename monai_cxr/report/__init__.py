@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monai_cxr.fileio import atomic_write, write_text
+from monai_cxr.fileio import write_csv, write_text
 
 __all__ = ["make_report"]
 
@@ -59,8 +59,8 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     summary = summary_table(study.finished)
     comparisons = comparison_table(study.finished, reference_resolution)
     best = best_table(study.finished)
-    for name, frame in (("summary.csv", summary), ("comparisons.csv", comparisons)):
-        atomic_write(out / name, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
+    write_csv(out / "summary.csv", summary)  # full precision: the threshold must round-trip
+    write_csv(out / "comparisons.csv", comparisons)
 
     figures = make_figures(summary, comparisons, out / "figures", study.synthetic, figure_labels)
     command = f"monai-cxr report --study-dir {study.path}" + (

@@ -23,18 +23,21 @@ SYNTHETIC_NOTE = "synthetic phantom data"
 PAPER_LABELS = ("Mass", "Nodule")  # Fig. 4 of the paper
 
 
-def _plt():
-    import matplotlib
+STYLE = {
+    "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.3, "legend.frameon": False, "svg.hashsalt": "monai-cxr",
+    "svg.fonttype": "none",  # text stays text: searchable and editable
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "figure.dpi": 100, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-        "grid.alpha": 0.3, "legend.frameon": False, "svg.hashsalt": "monai-cxr",
-    })
-    return plt
+def _figure(n: int, width: float = 4.2, height: float = 3.4, sharey: bool = True):
+    """A row of ``n`` panels on a pyplot-free Figure (no global backend, nothing to close)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * n + 1.4, height), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharey=sharey)
+    return fig, list(axes[0])
 
 
 def _title(text: str, synthetic: bool, n_seeds: int = 1) -> str:
@@ -52,10 +55,6 @@ def _save(fig, out_dir: Path, name: str) -> Path:
     atomic_write(out_dir / f"{name}.svg",
                  lambda tmp: fig.savefig(tmp, format="svg", bbox_inches="tight",
                                          metadata={"Date": None, "Creator": None}))
-    fig.clf()
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return png
 
 
@@ -92,12 +91,6 @@ def _mean_over_seeds(frame, keys, value, se):
     return out.reset_index()
 
 
-def _panels(plt, n, width=4.2, height=3.4, sharey=True):
-    fig, axes = plt.subplots(1, n, figsize=(width * n + 1.4, height), squeeze=False,
-                             sharey=sharey, layout="constrained")
-    return fig, list(axes[0])
-
-
 def _legend(fig, axes):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center")
@@ -113,12 +106,11 @@ def auc_vs_resolution(summary, out_dir: Path, synthetic: bool) -> Path | None:
     data = summary.dropna(subset=["auc", "auc_se"])
     if data.empty:
         return None
-    plt = _plt()
     archs = sorted(data["arch"].unique())
     colours = _colours(sorted(data["label"].unique()))
     n_seeds = data["seed"].nunique()
     points = _mean_over_seeds(data, ["arch", "label", "resolution"], "auc", "auc_se")
-    fig, axes = _panels(plt, len(archs))
+    fig, axes = _figure(len(archs))
     for ax, arch in zip(axes, archs):
         _series(ax, points[points["arch"] == arch], "label", "resolution", "auc", "auc_se",
                 colours)
@@ -137,7 +129,6 @@ def auc_ratio(comparisons, summary, out_dir: Path, synthetic: bool) -> Path | No
         return None
     import pandas as pd
 
-    plt = _plt()
     rows = rows.assign(ratio=100 * rows["ratio"], ratio_se=100 * rows["ratio_se"])
     # the reference itself: 100 % exactly
     refs = rows[["label", "arch", "seed", "resolution_b"]].drop_duplicates()
@@ -148,7 +139,7 @@ def auc_ratio(comparisons, summary, out_dir: Path, synthetic: bool) -> Path | No
     n_seeds = rows["seed"].nunique()
     points = _mean_over_seeds(rows, ["arch", "label", "resolution_a"], "ratio", "ratio_se")
     reference = sorted(refs["resolution_a"].unique())
-    fig, axes = _panels(plt, len(archs))
+    fig, axes = _figure(len(archs))
     for ax, arch in zip(axes, archs):
         ax.axhline(100, color="0.4", linewidth=0.8, linestyle="--")
         _series(ax, points[points["arch"] == arch], "label", "resolution_a", "ratio",
@@ -179,11 +170,10 @@ def architectures(summary, out_dir: Path, synthetic: bool, labels=None) -> Path 
     chosen = chosen_labels(data["label"].unique(), labels)
     if len(archs) < 2 or not chosen:
         return None
-    plt = _plt()
     colours = _colours(archs)
     n_seeds = data["seed"].nunique()
     points = _mean_over_seeds(data, ["label", "arch", "resolution"], "auc", "auc_se")
-    fig, axes = _panels(plt, len(chosen))
+    fig, axes = _figure(len(chosen))
     for ax, label in zip(axes, chosen):
         _series(ax, points[points["label"] == label], "arch", "resolution", "auc", "auc_se",
                 colours)
@@ -206,10 +196,9 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
         return None
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plt = _plt()
     archs = sorted(summary["arch"].unique())
     colours = _colours(archs)
-    fig, axes = _panels(plt, len(metrics), sharey=False)
+    fig, axes = _figure(len(metrics), sharey=False)
     for ax, (column, name, log) in zip(axes, metrics):
         values = summary.assign(**{column: summary[column].astype(float)})
         med = values.groupby(["arch", "resolution"])[column].median().reset_index()
@@ -230,11 +219,19 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
 
 def make_figures(summary, comparisons, out_dir, synthetic: bool, labels=None) -> dict:
     """Draw every figure that the tables allow; returns {name: png path}."""
+    import matplotlib
+
     out_dir = Path(out_dir)
-    made = {
-        "auc_vs_resolution": auc_vs_resolution(summary, out_dir, synthetic),
-        "auc_ratio": auc_ratio(comparisons, summary, out_dir, synthetic) if len(comparisons) else None,
-        "architectures": architectures(summary, out_dir, synthetic, labels),
-        "tradeoff": tradeoff(summary, out_dir, synthetic),
-    }
+    with matplotlib.rc_context(STYLE):
+        made = {
+            "auc_vs_resolution": auc_vs_resolution(summary, out_dir, synthetic),
+            "auc_ratio": auc_ratio(comparisons, summary, out_dir, synthetic)
+            if len(comparisons) else None,
+            "architectures": architectures(summary, out_dir, synthetic, labels),
+            "tradeoff": tradeoff(summary, out_dir, synthetic),
+        }
+    for name, png in made.items():  # a figure this run cannot draw must not linger
+        if png is None:
+            for suffix in (".png", ".svg"):
+                (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
     return {k: v for k, v in made.items() if v is not None}
