@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from monai_cxr.errors import CxrError
-from monai_cxr.stats import DeLongResult, PairedComparison, delong, delong_unpaired
+from monai_cxr.stats import DeLongResult, PairedComparison, delong, delong_unpaired, holm
 
 PROC = json.loads((Path(__file__).parent / "data" / "proc_reference.json").read_text())
 
@@ -299,3 +299,16 @@ def test_result_types():
     assert res.auc.shape == (2,) and res.cov.shape == (2, 2) and res.ci.shape == (2, 2)
     assert res.var.shape == res.se.shape == (2,)
     np.testing.assert_array_equal(res.cov, res.cov.T)
+
+
+def test_to_dict_is_json_ready_with_names_and_holm():
+    res = delong([0, 0, 1, 1, 0, 1], [[1, 2, 3, 4, 2, 5], [6, 5, 2, 1, 4, 3], [1, 1, 2, 2, 1, 3]])
+    out = res.to_dict(names=["a", "b", "c"])
+    assert [s["name"] for s in out["scores"]] == ["a", "b", "c"]
+    assert [(p["a"], p["b"]) for p in out["pairs"]] == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert out["scores"][1]["auc"] == 0.0 and out["pairs"][0]["ratio"] is None  # a / 0: null, not NaN
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    ps = [res.compare(i, j).p_value for i, j in [(0, 1), (0, 2), (1, 2)]]
+    assert [p["p_holm"] for p in out["pairs"]] == pytest.approx(holm(ps).tolist())
+    with pytest.raises(CxrError, match="2 names given for 3 models"):
+        res.to_dict(names=["a", "b"])
