@@ -143,6 +143,12 @@ def test_report_md_is_self_contained_and_says_synthetic(full):
     for svg in (out / "figures").glob("*.svg"):
         assert "synthetic phantom data" in svg.read_text()
     assert "**Mass** (densenet121, seed 0): best at" in text
+    comp = pd.read_csv(out / "comparisons.csv")
+    low = comp.query("label == 'Nodule' and arch == 'resnet34' and resolution_a == 32 "
+                     "and kind == 'reference'").iloc[0]
+    line = next(x for x in text.splitlines() if x.startswith("- **Nodule** (resnet34"))
+    assert f"At 32 px it keeps {100 * low['ratio']:.1f}% ± {100 * low['ratio_se']:.1f} " \
+        "of its AUC at 320 px" in line
     assert "Missing cells" not in text
 
 

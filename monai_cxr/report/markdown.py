@@ -125,7 +125,7 @@ def _what_was_run(study, n_finished, n_missing, command) -> list[str]:
     return lines + [""]
 
 
-def _findings(summary, best) -> list[str]:
+def _findings(summary, comparisons, best) -> list[str]:
     lines = ["## Findings", ""]
     for _, b in best.iterrows():
         text = (f"- **{b['label']}** ({b['arch']}, seed {b['seed']}): best at "
@@ -142,6 +142,13 @@ def _findings(summary, best) -> list[str]:
                      f"(smallest Holm-adjusted p {_p(b['min_p_holm'])}).")
         else:
             text += "The only size with a usable AUC."
+        refs = comparisons[(comparisons["label"] == b["label"]) & (comparisons["arch"] == b["arch"])
+                           & (comparisons["seed"] == b["seed"]) & (comparisons["kind"] == "reference")]
+        if len(refs):
+            low = refs.loc[refs["resolution_a"].idxmin()]
+            text += (f" At {low['resolution_a']} px it keeps {100 * low['ratio']:.1f}% "
+                     f"± {100 * low['ratio_se']:.1f} of its AUC at {low['resolution_b']} px "
+                     f"(`p_holm` {_p(low['p_holm'])}).")
         lines.append(text)
     unrated = summary[summary["note"].astype(bool)]
     for _, r in unrated.iterrows():
@@ -162,7 +169,7 @@ def report_markdown(study, summary, comparisons, best, figures: dict, command: s
         lines += [f"> **Partial study:** {len(summary)} cells finished, {n_missing} did not; "
                   "this report covers the finished ones (missing cells listed at the end).", ""]
     lines += _what_was_run(study, len(summary), n_missing, command)
-    lines += _findings(summary, best)
+    lines += _findings(summary, comparisons, best)
     if figures:
         lines += ["## Figures", ""]
         for name in figures:

@@ -50,9 +50,9 @@ def write_tensorboard(summary, figures: dict, summary_text: str, out_dir) -> Pat
     }
     with SummaryWriter(log_dir=str(tmp)) as writer:
         for _, row in rated.iterrows():
-            metrics = {"hparam/auc": float(row["auc"])}
-            if row["auc_se"] == row["auc_se"]:  # not NaN
-                metrics["hparam/auc_se"] = float(row["auc_se"])
+            # the same metric keys in every run (NaN SE where undefined): each run carries
+            # the experiment definition, and the dashboard reads whichever it finds first
+            metrics = {"hparam/auc": float(row["auc"]), "hparam/auc_se": float(row["auc_se"])}
             writer.add_hparams(_hparams(row), metrics, hparam_domain_discrete=domains,
                                run_name=_run_name(row))
         for (label, arch, seed), rows in rated.groupby(["label", "arch", "seed"]):
