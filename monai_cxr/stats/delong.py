@@ -272,29 +272,30 @@ def _placements(y: np.ndarray, s: np.ndarray):
     count = np.int32 if max(2, k) * n < np.iinfo(np.int32).max else np.int64
     order = np.argsort(s, axis=1)
     s_sorted = np.take_along_axis(s, order, axis=1)
-    neg_sorted = ~y[order]  # (k, n): is the case at this sorted position negative?
-    n_neg = int(np.count_nonzero(~y))
-    n_pos = n - n_neg
+    pos_sorted = y[order]  # (k, n): is the case at this sorted position positive?
+    neg_sorted = ~pos_sorted
+    n_pos = int(np.count_nonzero(y))
+    n_neg = n - n_pos
+    pos_upto = np.cumsum(pos_sorted, axis=1, dtype=count)  # positives at or before
+    neg_upto = np.cumsum(neg_sorted, axis=1, dtype=count)  # negatives at or before
 
-    # tie groups, as flat indices over the k rows (a row always opens a group)
-    opens = np.empty((k, n), dtype=bool)
+    opens = np.empty((k, n), dtype=bool)  # does a new tie group start here?
     opens[:, 0] = True
     np.not_equal(s_sorted[:, 1:], s_sorted[:, :-1], out=opens[:, 1:])
-    start = np.flatnonzero(opens).astype(count)
-    stop = np.append(start[1:], k * n)  # exclusive
-    neg_upto = np.cumsum(neg_sorted, axis=1, dtype=count).ravel()  # negatives at or before
-    neg_flat = neg_sorted.ravel()
-    neg_before = neg_upto[start] - neg_flat[start]  # negatives strictly below the group
-    neg_through = neg_upto[stop - 1]  # negatives below or inside the group
-    pos_before = start % n - neg_before
-    pos_through = (stop - 1) % n + 1 - neg_through
-
-    # twice the placement count of each sorted case: negatives beaten (for a positive)
-    # or positives beaten by (for a negative), ties counted one half
-    size = stop - start
-    twice_pos = np.repeat(neg_before + neg_through, size)
-    twice_neg = np.repeat(pos_before + pos_through, size)
-    twice = np.where(neg_flat, twice_neg, twice_pos).reshape(k, n)
+    if opens.all():  # no ties: a case beats exactly the cases of the other class below it
+        twice_pos, twice_neg = 2 * neg_upto, 2 * pos_upto
+    else:  # tie groups as flat [start, stop) over the k rows; a row always opens a group
+        start = np.flatnonzero(opens)
+        last = np.append(start[1:], k * n) - 1
+        pos_upto, neg_upto = pos_upto.ravel(), neg_upto.ravel()
+        pos_flat, neg_flat = pos_sorted.ravel(), neg_sorted.ravel()
+        size = np.diff(start, append=k * n)
+        # (other class below the group) + (other class below or inside the group)
+        twice_pos = np.repeat(neg_upto[start] - neg_flat[start] + neg_upto[last], size).reshape(k, n)
+        twice_neg = np.repeat(pos_upto[start] - pos_flat[start] + pos_upto[last], size).reshape(k, n)
+    # twice the placement count of each sorted case: cases of the other class that it
+    # beats (a positive) or that beat it (a negative), ties counted one half
+    twice = np.where(neg_sorted, twice_neg, twice_pos)
 
     placed = np.empty((k, n), dtype=count)
     np.put_along_axis(placed, order, twice, axis=1)
