@@ -26,7 +26,8 @@ def test_metric_accumulates_batches_of_both_shapes():
     metric = DeLongAUCMetric()
     metric(y_pred=pred[:20].unsqueeze(1), y=y[:20].unsqueeze(1))  # (B, 1)
     metric(y_pred=pred[20:40], y=y[20:40])  # (B,)
-    metric(y_pred=list(pred[40:].unsqueeze(1)), y=list(y[40:].unsqueeze(1)))  # decollated
+    metric(y_pred=list(pred[40:50].unsqueeze(1)), y=list(y[40:50].unsqueeze(1)))  # decollated
+    metric(y_pred=list(pred[50:].unsqueeze(1)), y=list(y[50:]))  # decollated, 0-d labels
     ref = delong(y.numpy(), pred.numpy())
     assert metric.aggregate() == pytest.approx(ref.auc[0], abs=1e-12)
     assert metric.compute_delong().se[0] == pytest.approx(ref.se[0], abs=1e-12)

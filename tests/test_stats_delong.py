@@ -312,3 +312,19 @@ def test_to_dict_is_json_ready_with_names_and_holm():
     assert [p["p_holm"] for p in out["pairs"]] == pytest.approx(holm(ps).tolist())
     with pytest.raises(CxrError, match="2 names given for 3 models"):
         res.to_dict(names=["a", "b"])
+
+
+def test_int64_counts_path_gives_the_same_numbers(monkeypatch):
+    """Counts switch to int64 above ~10^9 cases; force that path on a small case."""
+    import monai_cxr.stats.delong as module
+
+    rng = np.random.default_rng(2)
+    y = rng.random(80) < 0.4
+    s = np.stack([rng.integers(0, 4, 80), rng.normal(size=80)])  # one row with ties, one without
+    small = delong(y, s)
+    monkeypatch.setattr(module, "_INT32_MAX", 0)
+    wide = delong(y, s)
+    np.testing.assert_array_equal(wide.auc, small.auc)
+    np.testing.assert_allclose(wide.cov, small.cov, rtol=0, atol=1e-15)
+    auc, cov = naive_delong(y, s)
+    np.testing.assert_allclose(wide.cov, cov, atol=1e-12)

@@ -34,6 +34,8 @@ from monai_cxr.stats.multitest import holm
 
 __all__ = ["DeLongResult", "PairedComparison", "delong", "delong_unpaired"]
 
+_INT32_MAX = np.iinfo(np.int32).max
+
 
 @dataclass(frozen=True)
 class PairedComparison:
@@ -269,7 +271,7 @@ def _placements(y: np.ndarray, s: np.ndarray):
     """
     k, n = s.shape
     # counts and flat positions in int32 when they fit: half the memory traffic
-    count = np.int32 if max(2, k) * n < np.iinfo(np.int32).max else np.int64
+    count = np.int32 if max(2, k) * n < _INT32_MAX else np.int64
     order = np.argsort(s, axis=1)
     s_sorted = np.take_along_axis(s, order, axis=1)
     pos_sorted = y[order]  # (k, n): is the case at this sorted position positive?
