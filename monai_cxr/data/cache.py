@@ -7,8 +7,14 @@ anatomy is cut; or ``crop``: the centred square of its shorter side), then area-
 (PIL's BOX filter) straight from that square down to R x R: every resolution is an exact
 area average of the source, not of another resolution.
 
-8-bit images are taken as they are; 16-bit ones are min-max scaled to 0-255 per image;
-colour images are converted to luminance.
+8-bit images are taken as they are; 16-bit (and float) ones are min-max scaled to 0-255 per
+image; colour images are converted to luminance. PNG and JPEG are read with PIL, NIfTI
+(``.nii``, ``.nii.gz``) with nibabel (a 2-D slice, see :func:`read_nifti`).
+
+Where the pixels come from is an *image source* (:class:`FileImages` here: one file per
+index row; ChestMNIST's :class:`~monai_cxr.data.chestmnist.NpzImages`: rows of ``.npz``
+arrays): ``read(resolutions)`` gives its rows at each resolution, ``take(start, stop)`` a
+slice of it for one chunk. The builder below knows nothing else about the source.
 
 The build runs in worker processes over chunks of rows and records finished chunks in
 ``manifest.json``, so a killed build resumes where it stopped. The manifest also holds a
@@ -41,21 +47,49 @@ def cache_file(cache_dir: str | os.PathLike, resolution: int) -> Path:
     return Path(cache_dir) / f"r{int(resolution)}.npy"
 
 
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """8-bit data as it is; anything else min-max scaled to 0-255 (a flat image becomes 0)."""
+    if arr.dtype == np.uint8:
+        return arr
+    arr = np.asarray(arr, dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def read_nifti(path: str) -> np.ndarray:
+    """A NIfTI image as a 2-D (rows, columns) array.
+
+    Singleton axes are dropped; of a 3-D volume the middle slice along the third axis is
+    taken. NIfTI stores (x, y); it is transposed to (y, x) so that an image written by ITK
+    (or MONAI's ``SaveImage``) from a PNG reads back the same way round as that PNG.
+    """
+    import nibabel as nib
+
+    data = np.squeeze(np.asanyarray(nib.load(path).dataobj))
+    if data.ndim == 3:
+        data = data[:, :, data.shape[2] // 2]
+    if data.ndim != 2:
+        raise CxrError(f"cannot read image {path}: NIfTI data of shape {data.shape} has no 2-D slice")
+    return np.ascontiguousarray(data.T)
+
+
 def read_image(path: str) -> Image.Image:
     """Decode one image as 8-bit grayscale, or fail with a line naming the file."""
     try:
+        if path.lower().endswith((".nii", ".nii.gz")):
+            return Image.fromarray(to_uint8(read_nifti(path)), mode="L")
         with Image.open(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-                return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+                return Image.fromarray(to_uint8(np.asarray(img)), mode="L")
             return img if img.mode == "L" else img.convert("L")
     except FileNotFoundError:
         raise CxrError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CxrError(f"cannot read image {path}: {exc}") from None
+    except CxrError:
+        raise
+    except Exception as exc:  # any decoder failure (PIL, zlib, nibabel) is a bad file
+        raise CxrError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def make_square(img: Image.Image, policy: str = "pad") -> Image.Image:
@@ -84,27 +118,70 @@ def resized(path: str, resolutions, policy: str = "pad") -> dict[int, np.ndarray
     return {r: np.asarray(img if r == side else img.resize((r, r), Image.BOX)) for r in resolutions}
 
 
-def fingerprint(index: pd.DataFrame, policy: str) -> str:
-    """Identify the cache's inputs: ids, paths, file sizes and modification times, policy."""
+class FileImages:
+    """The image source of ordinary datasets: one image file per index row."""
+
+    parallel = True  # rows decode independently, so chunks can go to worker processes
+
+    def __init__(self, paths, square: str = "pad"):
+        self.paths, self.square = [str(p) for p in paths], square
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def take(self, start: int, stop: int) -> "FileImages":
+        return FileImages(self.paths[start:stop], self.square)
+
+    def origin(self, resolution: int) -> str:
+        return f"area-averaged from the source images ({self.square} to square)"
+
+    def stamps(self):
+        """One line per row for the fingerprint: path, file size and modification time."""
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+                yield f"{path}|{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                yield f"{path}|absent"
+
+    def check(self, resolutions) -> None:
+        """Fail fast on an unreadable or too-small first image, before any array is allocated."""
+        resized(self.paths[0], resolutions, self.square)
+
+    def read(self, resolutions) -> dict[int, np.ndarray]:
+        """All rows at each resolution: ``{R: uint8 array (n, R, R)}``."""
+        out = {r: np.empty((len(self.paths), r, r), dtype=np.uint8) for r in resolutions}
+        for row, path in enumerate(self.paths):
+            for r, image in resized(path, resolutions, self.square).items():
+                out[r][row] = image
+        return out
+
+
+def images_for(index: pd.DataFrame, square: str = "pad"):
+    """The image source of an index: ChestMNIST's ``FILE.npz#split/i`` rows, else image files."""
+    from monai_cxr.data.chestmnist import NpzImages, is_reference
+
+    paths = index["path"].astype(str)
+    if len(paths) and is_reference(paths.iloc[0]):
+        return NpzImages.from_references(paths)
+    return FileImages(paths, square)
+
+
+def fingerprint(index: pd.DataFrame, policy: str, images=None) -> str:
+    """Identify the cache's inputs: ids, the source's stamps (paths, sizes, times), policy."""
+    images = images if images is not None else images_for(index, policy)
     digest = hashlib.sha1(f"{FORMAT}|{policy}|{len(index)}".encode())
-    for image_id, path in zip(index["image_id"], index["path"]):
-        try:
-            st = os.stat(path)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "absent"
-        digest.update(f"{image_id}|{path}|{stamp}\n".encode())
+    for image_id, stamp in zip(index["image_id"], images.stamps()):
+        digest.update(f"{image_id}|{stamp}\n".encode())
     return digest.hexdigest()
 
 
 def _build_chunk(args) -> int:
     """Worker: decode rows [start, stop) once and write them into every resolution's array."""
-    chunk, start, stop, paths, resolutions, policy, cache_dir = args
-    arrays = {r: np.load(cache_file(cache_dir, r), mmap_mode="r+") for r in resolutions}
-    for row, path in zip(range(start, stop), paths):
-        for r, image in resized(path, resolutions, policy).items():
-            arrays[r][row] = image
-    for array in arrays.values():
+    chunk, start, stop, part, resolutions, cache_dir = args
+    for r, rows in part.read(resolutions).items():
+        array = np.load(cache_file(cache_dir, r), mmap_mode="r+")
+        array[start:stop] = rows
         array.flush()
     return chunk
 
@@ -120,8 +197,11 @@ def _load_manifest(cache_dir: Path) -> dict:
 
 
 def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, square: str = "pad",
-                workers: int = 0, echo=print, progress: bool = True) -> dict:
-    """Build (or finish, or reuse) the cache for ``index`` at ``resolutions``; return the manifest."""
+                workers: int = 0, echo=print, progress: bool = True, images=None) -> dict:
+    """Build (or finish, or reuse) the cache for ``index`` at ``resolutions``; return the manifest.
+
+    ``images`` is the image source of the index rows (default: :func:`images_for`).
+    """
     from tqdm.auto import tqdm
 
     if square not in SQUARE_POLICIES:
@@ -133,7 +213,10 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     n = len(index)
-    fp = fingerprint(index, square)
+    images = images if images is not None else images_for(index, square)
+    if len(images) != n:
+        raise CxrError(f"the image source has {len(images)} rows but the index {n}")
+    fp = fingerprint(index, square, images)
     manifest = _load_manifest(cache_dir)
     if manifest.get("format") != FORMAT or manifest.get("fingerprint") != fp:
         if manifest:
@@ -147,7 +230,11 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
         echo(f"cache: {', '.join(map(str, resolutions))} px up to date ({n} images)")
         return manifest
 
-    resized(index["path"].iloc[0], todo, square)  # fail fast on a too-small or unreadable source
+    images.check(todo)  # fail fast on a too-small or unreadable source
+    origins = {str(r): images.origin(r) for r in todo}
+    if not isinstance(images, FileImages):  # say where each resolution comes from
+        for r in todo:
+            echo(f"cache: {r} px {origins[str(r)]}")
     building = manifest.get("building") or {}
     resume = (building.get("resolutions") == todo and building.get("chunk") == CHUNK
               and all(cache_file(cache_dir, r).is_file() for r in todo))
@@ -159,12 +246,11 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
     manifest["building"] = building
     done = set(building["done"])
     n_chunks = (n + CHUNK - 1) // CHUNK
-    paths = index["path"].tolist()
-    jobs = [(c, c * CHUNK, min(n, (c + 1) * CHUNK), paths[c * CHUNK:(c + 1) * CHUNK], todo, square,
-             str(cache_dir)) for c in range(n_chunks) if c not in done]
+    jobs = [(c, c * CHUNK, min(n, (c + 1) * CHUNK), images.take(c * CHUNK, min(n, (c + 1) * CHUNK)),
+             todo, str(cache_dir)) for c in range(n_chunks) if c not in done]
     if done:
         echo(f"cache: resuming, {len(done)} of {n_chunks} chunks already built")
-    workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    workers = min(workers or os.cpu_count() or 1, max(1, len(jobs))) if images.parallel else 1
 
     def record(final: bool = False, _last=[0.0]):
         if final or time.monotonic() - _last[0] > 0.5:
@@ -186,7 +272,10 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
         record(final=True)
         if pool:
             pool.terminate()
+        if hasattr(images, "close"):
+            images.close()
     manifest["complete"] = sorted(set(manifest["complete"]) | set(todo))
+    manifest["origin"] = {**manifest.get("origin", {}), **origins}
     manifest["building"] = None
     write_json(cache_dir / "manifest.json", manifest)
     echo(f"cache: built {', '.join(map(str, todo))} px for {n} images in {cache_dir}")
