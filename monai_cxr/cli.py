@@ -76,33 +76,53 @@ def synth(out, patients, size, seed, prevalence, workers):
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["nih"]), default="nih", show_default=True)
-@click.option("--data-dir", required=True, type=click.Path(),
-              help="Folder of the dataset release (or of `monai-cxr synth` output).")
+@click.option("--dataset", type=click.Choice(["nih", "chexpert", "chestmnist", "csv"]), default="nih",
+              show_default=True, help="Source layout; see docs/datasets.md.")
+@click.option("--data-dir", type=click.Path(),
+              help="The release: NIH folder (or `monai-cxr synth` output), CheXpert folder, "
+                   "ChestMNIST .npz file or folder. Not used with --dataset csv.")
 @click.option("--study-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--resolutions", callback=_int_list, default="32,64,128,224,256,320,448,512,600",
               show_default=True, help="Comma-separated square sizes to cache.")
-@click.option("--split", "split_policy", type=click.Choice(["random", "official"]), default="random",
-              show_default=True, help="random: 20% of patients to val; official: NIH test list kept as test.")
+@click.option("--split", "split_policy", type=click.Choice(["random", "official"]), default=None,
+              help="random: val-fraction of patients to val; official: the release's split (NIH test "
+                   "list as test, CheXpert valid.csv as val, ChestMNIST's three folds) "
+                   "[default: official for chestmnist, else random].")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--view", type=click.Choice(["PA", "AP", "all"]), default="all", show_default=True)
+@click.option("--view", type=click.Choice(["all", "frontal", "lateral", "PA", "AP"]), default=None,
+              help="Images to keep [default: frontal for chexpert, else all].")
+@click.option("--uncertain", type=click.Choice(["ones", "zeros", "ignore"]), default=None,
+              help="CheXpert's uncertain (-1) labels: 1 (U-Ones), 0 (U-Zeros) or left out of that "
+                   "label (U-Ignore) [default: ones].")
+@click.option("--table", type=click.Path(dir_okay=False),
+              help="--dataset csv: the table, one row per image (paths relative to it).")
+@click.option("--path-col", default="path", show_default=True, help="--dataset csv: column of image paths.")
+@click.option("--patient-col", default="patient_id", show_default=True,
+              help="--dataset csv: column of patient ids.")
+@click.option("--label-cols", callback=_str_list, default=None,
+              help="--dataset csv: comma-separated 0/1 label columns.")
+@click.option("--view-col", default=None, help="--dataset csv: column of views (optional).")
+@click.option("--id-col", default=None, help="--dataset csv: column of image ids [default: the path].")
 @click.option("--drop-missing", is_flag=True, help="Drop listed images whose file is absent.")
 @click.option("--no-cache", is_flag=True, help="Write index and split only; skip the resize cache.")
 @click.option("--square", type=click.Choice(["pad", "crop"]), default="pad", show_default=True,
               help="How non-square images become square before resizing.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cache worker processes (0: one per CPU core).")
-def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fraction, seed, view,
-            drop_missing, no_cache, square, workers):
+def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fraction, seed, view, uncertain,
+            table, path_col, patient_col, label_cols, view_col, id_col, drop_missing, no_cache, square,
+            workers):
     """Index a dataset, split it by patient and build the resize cache in STUDY/data/."""
-    from monai_cxr.data.prepare import prepare as run_prepare
+    from monai_cxr.data.prepare import TableOptions, prepare as run_prepare
 
+    columns = TableOptions(table=table, path_col=path_col, patient_col=patient_col,
+                           label_cols=label_cols or [], view_col=view_col, id_col=id_col)
     run_prepare(dataset=dataset, data_dir=data_dir, study_dir=study_dir, resolutions=resolutions,
                 split=split_policy, val_fraction=val_fraction, seed=seed, view=view,
                 drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers,
-                echo=click.echo)
+                echo=click.echo, uncertain=uncertain, table=columns)
 
 
 # ---------------------------------------------------------------------- statistics
