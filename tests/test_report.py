@@ -266,3 +266,25 @@ def test_rerun_replaces_the_report(full, tmp_path):
     out = make_report(copy, echo=lambda *_: None)
     assert len([p for p in (out / "tensorboard").iterdir() if p.is_dir()]) == len(truth) // 2
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_rows_in_any_order_pair_on_image_id_and_truth_must_agree(tmp_path):
+    write_study_json(tmp_path, ["Mass"], [64, 128], ["resnet34"], [0])
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(12, int), np.zeros(28, int)]
+    s64, s128 = y + rng.normal(0, 1, 40), 2 * y + rng.normal(0, 1, 40)
+    ids = np.array([f"i{i:02d}" for i in range(40)])
+    perm = rng.permutation(40)
+    write_cell(tmp_path, "Mass", "resnet34", 64, 0, y, s64, ids=list(ids))
+    write_cell(tmp_path, "Mass", "resnet34", 128, 0, y[perm], s128[perm], ids=list(ids[perm]))
+    out = make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+    row = pd.read_csv(out / "comparisons.csv").iloc[0]
+    auc, cov = kernel_delong(y, [s64, s128])
+    assert row["paired"] and row["n_cases"] == 40
+    assert row["diff_se"] == pytest.approx(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+
+    flipped = y.copy()
+    flipped[0] = 0
+    write_cell(tmp_path, "Mass", "resnet34", 128, 0, flipped, s128, ids=list(ids))
+    with pytest.raises(CxrError, match="disagree on the truth of image 'i00'"):
+        make_report(tmp_path, echo=lambda *_: None, tensorboard=False)

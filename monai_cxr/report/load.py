@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from monai_cxr.errors import CxrError
@@ -28,8 +29,14 @@ class Cell:
     resolution: int
     seed: int
     run: dict | None = None
-    predictions: object = None  # pandas.DataFrame for a finished cell
+    predictions: object = None  # pandas.DataFrame for a finished cell, in image_id order
     reason: str = ""  # why a cell is missing
+
+    @cached_property
+    def arrays(self):
+        """(image_id, label, score) NumPy arrays of the predictions, computed once."""
+        p = self.predictions
+        return p["image_id"].to_numpy(dtype=object), p["label"].to_numpy(), p["score"].to_numpy()
 
     @property
     def key(self) -> tuple:
@@ -79,7 +86,8 @@ def read_predictions(path: Path):
         raise CxrError(f"{path}: image_id {dup!r} appears more than once")
     frame["label"] = frame["label"].astype(int)
     frame["score"] = frame["score"].astype(float)
-    return frame
+    # in image_id order, so two cells on the same images pair up row by row
+    return frame.sort_values("image_id", ignore_index=True, kind="stable")
 
 
 def _read_cell(folder: Path) -> Cell:

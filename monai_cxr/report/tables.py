@@ -109,24 +109,18 @@ def compare_cells(a: Cell, b: Cell, level: float = 0.95) -> dict:
     """DeLong test of cell ``a`` against cell ``b``: paired when they share every case."""
     from monai_cxr.stats import delong, delong_unpaired
 
-    pa, pb = a.predictions, b.predictions
-    if len(pa) == len(pb) and set(pa["image_id"]) == set(pb["image_id"]):
-        joined = pa.merge(pb, on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
-        if (joined["label_a"] != joined["label_b"]).any():
-            bad = joined.loc[joined["label_a"] != joined["label_b"], "image_id"].iloc[0]
+    ids_a, ya, sa = a.arrays
+    ids_b, yb, sb = b.arrays
+    if np.array_equal(ids_a, ids_b):  # both in image_id order: the same cases, row by row
+        if not np.array_equal(ya, yb):
+            bad = ids_a[np.flatnonzero(ya != yb)[0]]
             raise CxrError(f"cells {a.name} and {b.name} disagree on the truth of image {bad!r}")
-        r = delong(joined["label_a"].to_numpy(),
-                   np.vstack([joined["score_a"].to_numpy(), joined["score_b"].to_numpy()]),
-                   level=level)
-        c, auc_a, auc_b, paired = r.compare(0, 1), r.auc[0], r.auc[1], True
-        n_cases = len(joined)
+        r = delong(ya, np.vstack([sa, sb]), level=level)
+        c, auc_a, auc_b, paired, n_cases = r.compare(0, 1), r.auc[0], r.auc[1], True, len(ya)
     else:
-        c = delong_unpaired(pa["label"].to_numpy(), pa["score"].to_numpy(),
-                            pb["label"].to_numpy(), pb["score"].to_numpy(), level=level)
-        auc_a = delong(pa["label"].to_numpy(), pa["score"].to_numpy()).auc[0]
-        auc_b = delong(pb["label"].to_numpy(), pb["score"].to_numpy()).auc[0]
-        paired = False
-        n_cases = len(pa) + len(pb)
+        c = delong_unpaired(ya, sa, yb, sb, level=level)
+        auc_a, auc_b = delong(ya, sa).auc[0], delong(yb, sb).auc[0]
+        paired, n_cases = False, len(ya) + len(yb)
     return {"paired": paired, "n_cases": n_cases, "auc_a": float(auc_a), "auc_b": float(auc_b),
             "diff": c.diff, "diff_se": c.se, "diff_ci_low": c.ci_low, "diff_ci_high": c.ci_high,
             "z": c.z, "p_value": c.p_value, "ratio": c.ratio, "ratio_se": c.ratio_se,
@@ -211,11 +205,11 @@ def best_table(cells: list[Cell], alpha: float = 0.05, level: float = 0.95):
     is below ``alpha``.
     """
     import pandas as pd
-    from monai_cxr.stats import holm
+    from monai_cxr.stats import delong, holm
 
     rows = []
     for (label, arch, seed), group in _groups(cells).items():
-        aucs = {c.resolution: cell_metrics(c.predictions, level)["auc"] for c in group}
+        aucs = {c.resolution: float(delong(c.arrays[1], c.arrays[2]).auc[0]) for c in group}
         best = max(aucs, key=lambda r: (aucs[r], -r))  # ties go to the lower resolution
         best_cell = next(c for c in group if c.resolution == best)
         others = [c for c in group if c.resolution != best]
