@@ -192,6 +192,9 @@ def test_partial_study_lists_missing_cells(tmp_path):
 
 def test_label_without_positives_is_reported_not_crashed(tmp_path):
     make_study(tmp_path, labels=("Mass",), resolutions=(64, 128), n=40, synthetic=False)
+    settings = json.loads((tmp_path / "study.json").read_text())
+    settings["data"]["notes"] = ["Uncertain labels were mapped to 1 (U-Ones)."]
+    (tmp_path / "study.json").write_text(json.dumps(settings))
     y0 = np.zeros(30, int)
     y1 = np.r_[1, np.zeros(29, int)]
     score = np.linspace(0, 1, 30)
@@ -211,6 +214,7 @@ def test_label_without_positives_is_reported_not_crashed(tmp_path):
     text = (out / "report.md").read_text()
     assert "**Hernia** (resnet34, 64 px, seed 0): not tested: no positives" in text
     assert "synthetic" not in text[:400].lower()
+    assert "- Note: Uncertain labels were mapped to 1 (U-Ones)." in text
 
 
 def test_cells_on_different_images_use_the_unpaired_test(tmp_path):

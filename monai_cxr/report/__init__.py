@@ -20,6 +20,14 @@ from monai_cxr.fileio import write_csv, write_text
 __all__ = ["make_report"]
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when inside it: reports get copied."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def make_report(study_dir, out_dir=None, reference_resolution: int | None = None,
                 echo=print, figure_labels=None, tensorboard: bool = True) -> Path:
     """Write the report of a (possibly partial) study and return the report folder.
@@ -63,9 +71,9 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     write_csv(out / "comparisons.csv", comparisons)
 
     figures = make_figures(summary, comparisons, out / "figures", study.synthetic, figure_labels)
-    command = f"monai-cxr report --study-dir {study.path}" + (
+    command = f"monai-cxr report --study-dir {_shown(study.path)}" + (
         f" --reference-resolution {reference_resolution}" if reference_resolution else "") + (
-        f" --out {out}" if out_dir is not None else "")
+        f" --out {_shown(out)}" if out_dir is not None else "")
     write_text(out / "report.md",
                report_markdown(study, summary, comparisons, best, figures, command))
     if tensorboard:

@@ -104,8 +104,17 @@ def _what_was_run(study, n_finished, n_missing, command) -> list[str]:
         lines += [f"- Dataset: {data.get('dataset', '?')}"
                   + (f" ({SYNTHETIC_NOTE})" if study.synthetic else "")
                   + (f", view {data['view']}" if data.get("view") else ""),
-                  f"- Split: by patient, {split}"
+                  f"- Split: {split}"
                   + (f", seed {data['seed']}" if "seed" in data else "")]
+        shown = {"dataset", "split", "val_fraction", "seed", "view", "notes", "data_dir",
+                 "resolutions", "labels", "square"}
+        rest = {k: v for k, v in data.items() if k not in shown and v not in (None, "", [], {})}
+        if data.get("square"):
+            rest = {"square": data["square"], **rest}
+        if rest:
+            lines.append("- Data settings: " + ", ".join(f"{k}={v}" for k, v in rest.items()))
+        for note in data.get("notes") or []:
+            lines.append(f"- Note: {note}")
     if grid:
         for key, name in (("labels", "Labels"), ("resolutions", "Input sizes (px)"),
                           ("archs", "Architectures"), ("seeds", "Seeds"), ("epochs", "Epochs")):
