@@ -265,14 +265,15 @@ class NpzImages:
             if not at:
                 continue
             rows = [self.rows[i][1] for i in at]
-            largest = None
+            read = {}  # each file's rows once: a second read of a stream would rewind it
             for r in resolutions:
-                if r in self.files:
-                    out[r][at] = _rows(self.files[r], split, rows)
-                    continue
-                if largest is None:
-                    largest = _rows(self.files[self.largest], split, rows)
-                out[r][at] = [np.asarray(Image.fromarray(img).resize((r, r), Image.BOX)) for img in largest]
+                side = r if r in self.files else self.largest
+                if side not in read:
+                    read[side] = _rows(self.files[side], split, rows)
+                if side == r:
+                    out[r][at] = read[side]
+                else:
+                    out[r][at] = [np.asarray(Image.fromarray(img).resize((r, r), Image.BOX)) for img in read[side]]
         return out
 
     def close(self) -> None:
