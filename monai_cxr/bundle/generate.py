@@ -1,0 +1,233 @@
+"""``monai-cxr generate``: one MONAI bundle per grid cell, filled in from the template.
+
+The template's configs are data: a cell's bundle is the template's JSON with the cell's
+values set as JSON values (absolute paths, numbers, the ``network_def`` of the
+architecture). User text (labels, ids) goes only into ``cell.json`` and ``datalist.json``,
+which are read with ``json``, never by MONAI's config parser, so it is never evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from monai_cxr.bundle.grid import INDEX_COLUMNS, Cell, cells
+from monai_cxr.bundle.networks import ARCHS, MIN_RESOLUTION, network_def
+from monai_cxr.errors import CxrError
+from monai_cxr.fileio import write_json, write_text
+
+__all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells"]
+
+CONFIGS = ("train.json", "evaluate.json", "inference.json")
+COPIED = ("configs/logging.conf", "docs/README.md", "LICENSE")
+# Files written by a run; removed when a cell has to be run again.
+RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
+
+
+def template_dir() -> Path:
+    """The template bundle: ``$MONAI_CXR_TEMPLATE`` or ``bundles/cxr_resolution`` of the source tree."""
+    env = os.environ.get("MONAI_CXR_TEMPLATE")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "bundles" / "cxr_resolution"
+    if not (path / "configs" / "train.json").is_file():
+        raise CxrError(f"template bundle not found at {path} (set MONAI_CXR_TEMPLATE to bundles/cxr_resolution)")
+    return path
+
+
+@dataclass
+class GridSettings:
+    """What ``generate`` was asked for; recorded as ``study.json["grid"]``."""
+
+    labels: list[str]
+    resolutions: list[int]
+    archs: list[str] = field(default_factory=lambda: ["resnet34"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: int = 3
+    batch_size: int = 32
+    subsample: int = 2048
+    balanced: bool = True
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    augment_prob: float = 0.0
+    val_interval: int = 1
+    num_workers: int = 0
+    amp: bool = False
+    initial_weights: str | None = None
+
+    def bundle_values(self) -> dict:
+        """The template keys every cell shares (JSON values)."""
+        keys = ("epochs", "batch_size", "subsample", "balanced", "learning_rate", "weight_decay",
+                "augment_prob", "val_interval", "num_workers", "amp", "initial_weights")
+        return {k: getattr(self, k) for k in keys}
+
+
+def _load_tables(study_dir: Path):
+    import pandas as pd
+
+    data = study_dir / "data"
+    index_csv, split_csv = data / "index.csv", data / "split.csv"
+    for path in (index_csv, split_csv):
+        if not path.is_file():
+            raise CxrError(f"{path} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
+    index = pd.read_csv(index_csv, dtype={"image_id": str, "patient_id": str})
+    split = pd.read_csv(split_csv, dtype={"image_id": str, "patient_id": str})
+    if len(index) != len(split) or not (index["image_id"].to_numpy() == split["image_id"].to_numpy()).all():
+        raise CxrError(f"{split_csv} does not list the images of {index_csv} in the same order; rerun prepare")
+    return index, split
+
+
+def _cache_resolutions(study_dir: Path) -> list[int]:
+    manifest = study_dir / "data" / "cache" / "manifest.json"
+    if manifest.is_file():
+        return sorted(int(r) for r in json.loads(manifest.read_text()).get("complete", []))
+    return sorted(int(p.stem[1:]) for p in (study_dir / "data" / "cache").glob("r*.npy") if p.stem[1:].isdigit())
+
+
+def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
+    """Refuse, with one line each, what the data cannot support."""
+    valid = [c for c in index.columns if c not in INDEX_COLUMNS]
+    for label in settings.labels:
+        if label not in valid:
+            raise CxrError(f"label {label!r} is not in the dataset; valid labels: {', '.join(valid)}")
+    for arch in settings.archs:
+        if arch not in ARCHS:
+            raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
+        too_small = [r for r in settings.resolutions if r < MIN_RESOLUTION[arch]]
+        if too_small:
+            raise CxrError(f"resolution {too_small[0]} is below the {MIN_RESOLUTION[arch]} px that {arch} accepts")
+    for r in settings.resolutions:
+        if r not in cached:
+            have = ", ".join(map(str, cached)) or "none"
+            raise CxrError(f"resolution {r} is not in the cache (cached: {have}); "
+                           f"rerun `monai-cxr prepare` with it in --resolutions")
+    if settings.batch_size < 2:
+        raise CxrError(f"batch size {settings.batch_size} is too small; batch normalisation needs at least 2")
+    if 0 < settings.subsample < settings.batch_size:
+        raise CxrError(f"subsample {settings.subsample} is smaller than the batch size {settings.batch_size}")
+    if settings.epochs < 1:
+        raise CxrError(f"epochs {settings.epochs} must be at least 1")
+    for fold, name in (("train", "training"), ("val", "validation")):
+        rows = (split["fold"] == fold).to_numpy()
+        if not rows.any():
+            raise CxrError(f"the {name} fold is empty; rerun prepare with more images")
+        for label in settings.labels:
+            positives = int(index.loc[rows, label].sum())
+            if positives == 0 or positives == int(rows.sum()):
+                kind = "no positive" if positives == 0 else "no negative"
+                raise CxrError(f"label {label!r} has {kind} images in the {name} fold "
+                               f"({positives} of {int(rows.sum())} positive); its AUC is undefined")
+    weights = settings.initial_weights
+    if weights is not None and not Path(weights).is_file():
+        raise CxrError(f"initial weights file {weights!r} not found")
+
+
+def _safe_path(path: Path, what: str) -> str:
+    text = str(path)
+    if "#" in text:
+        raise CxrError(f"{what} {text!r} contains '#', which MONAI configs rewrite to '::'; use a path without '#'")
+    return text
+
+
+def render(cell: Cell, cell_dir: Path, cache_file: Path, settings: GridSettings, template: Path) -> dict[str, str]:
+    """The text of every file of the cell's bundle except its datalist, by relative path."""
+    values = {
+        **settings.bundle_values(),
+        "bundle_root": _safe_path(cell_dir, "study path"),
+        "cache_file": _safe_path(cache_file, "cache path"),
+        "arch": cell.arch,
+        "resolution": cell.resolution,
+        "seed": cell.seed,
+        "network_def": network_def(cell.arch),
+    }
+    files = {}
+    for name in CONFIGS:
+        config = json.loads((template / "configs" / name).read_text())
+        for key, value in values.items():
+            if key in config:
+                config[key] = value
+        files[f"configs/{name}"] = json.dumps(config, indent=4) + "\n"
+    meta = json.loads((template / "configs" / "metadata.json").read_text())
+    meta["name"] = f"{meta['name']} ({cell.arch}, {cell.resolution} px)"
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [cell.resolution, cell.resolution]
+    files["configs/metadata.json"] = json.dumps(meta, indent=4) + "\n"
+    for name in COPIED:
+        files[name] = (template / name).read_text()
+    files["cell.json"] = json.dumps(cell.as_dict(), indent=2) + "\n"
+    return files
+
+
+def cell_dirs(study_dir: str | os.PathLike) -> Path:
+    return Path(study_dir).resolve() / "bundles"
+
+
+def study_cells(study_dir: str | os.PathLike) -> list[str]:
+    """Names of the cells of the study's current grid, in grid order."""
+    from monai_cxr.studyfile import load_study
+
+    grid = load_study(study_dir).get("grid") or {}
+    if not grid.get("cells"):
+        raise CxrError(f"{study_dir} has no generated grid; run `monai-cxr generate --study-dir {study_dir}` first")
+    return list(grid["cells"])
+
+
+def _clear_run_outputs(cell_dir: Path) -> None:
+    for name in RUN_OUTPUTS:
+        path = cell_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool = False, echo=print) -> list[Path]:
+    """Write the bundle of every cell of ``settings`` under ``STUDY/bundles``; return their folders.
+
+    Unchanged cells are left as they are (a finished cell stays finished). A finished cell
+    whose bundle would change is refused unless ``force``, which discards its results.
+    """
+    from monai_cxr.bundle.datalist import build
+    from monai_cxr.studyfile import load_study, update_study
+
+    study_dir = Path(study_dir).resolve()
+    _safe_path(study_dir, "study path")
+    if not (study_dir / "study.json").is_file():
+        raise CxrError(f"{study_dir / 'study.json'} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
+    if settings.initial_weights:
+        settings.initial_weights = _safe_path(Path(settings.initial_weights).resolve(), "initial weights path")
+    index, split = _load_tables(study_dir)
+    check_grid(settings, index, split, _cache_resolutions(study_dir))
+    template = template_dir()
+    grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)
+    datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels}
+
+    written, kept, replaced = 0, 0, 0
+    out = []
+    for cell in grid:
+        cell_dir = cell_dirs(study_dir) / cell.name
+        cache_file = study_dir / "data" / "cache" / f"r{cell.resolution}.npy"
+        files = render(cell, cell_dir, cache_file, settings, template)
+        files["datalist.json"] = datalists[cell.label]
+        changed = [name for name, text in files.items()
+                   if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
+        if (cell_dir / "run.json").is_file():
+            if changed and not force:
+                raise CxrError(f"cell {cell.name} has finished with other settings ({changed[0]} differs); "
+                               f"use --force to discard its results, or another --study-dir")
+            if changed:
+                _clear_run_outputs(cell_dir)
+                replaced += 1
+        for name in changed:
+            write_text(cell_dir / name, files[name])
+        written += bool(changed)
+        kept += not changed
+        out.append(cell_dir)
+
+    previous = load_study(study_dir).get("grid") or {}
+    record = {**asdict(settings), "cells": [c.name for c in grid]}
+    if previous != record:
+        update_study(study_dir, grid=record)
+    echo(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
+         f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")")
+    return out

@@ -1,0 +1,56 @@
+"""The grid of a study: its cells, their names, and checks of the grid against the data."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass
+
+from monai_cxr.errors import CxrError
+
+__all__ = ["Cell", "cells", "label_slug", "INDEX_COLUMNS"]
+
+INDEX_COLUMNS = ("image_id", "patient_id", "view", "path")
+
+
+def label_slug(label: str) -> str:
+    """A file-name-safe form of a label: ``Pleural_Thickening`` -> ``pleural-thickening``.
+
+    A label with other characters than letters, digits, ``_``, ``-`` and spaces also gets a
+    short hash of its exact text, so two labels never share a folder.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40].strip("-") or "label"
+    if not re.fullmatch(r"[A-Za-z0-9_\- ]+", label):
+        slug += "-" + hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
+    return slug
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One bundle of the study: a label, an architecture, a resolution and a seed."""
+
+    label: str
+    arch: str
+    resolution: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """``{label-slug}__{arch}__r{R}__s{seed}`` (docs/study-layout.md)."""
+        return f"{label_slug(self.label)}__{self.arch}__r{self.resolution}__s{self.seed}"
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "arch": self.arch, "resolution": self.resolution, "seed": self.seed}
+
+
+def cells(labels, resolutions, archs, seeds) -> list[Cell]:
+    """All cells of the grid, label-major; refuses labels whose folder names would collide."""
+    out = [Cell(label, arch, int(r), int(s))
+           for label, arch, r, s in itertools.product(labels, archs, sorted(resolutions), seeds)]
+    slugs: dict[str, str] = {}
+    for label in labels:
+        other = slugs.setdefault(label_slug(label), label)
+        if other != label:
+            raise CxrError(f"labels {other!r} and {label!r} would share the folder name {label_slug(label)!r}")
+    return out

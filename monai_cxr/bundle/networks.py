@@ -1,0 +1,51 @@
+"""The architectures of the study as bundle ``network_def`` entries, and optional initial weights."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+
+__all__ = ["ARCHS", "MIN_RESOLUTION", "network_def", "load_weights"]
+
+# One input channel (grey radiograph), one output (the logit of the finding).
+ARCHS: dict[str, dict] = {
+    # The standard ImageNet ResNet34: 7x7 stride-2 stem and max-pool (MONAI's default stem is
+    # stride 1, which costs about 4x the compute). About 21.3 M parameters.
+    "resnet34": {
+        "_target_": "monai.networks.nets.resnet34",
+        "spatial_dims": 2,
+        "n_input_channels": 1,
+        "num_classes": 1,
+        "conv1_t_size": 7,
+        "conv1_t_stride": 2,
+    },
+    # About 7.0 M parameters.
+    "densenet121": {
+        "_target_": "monai.networks.nets.DenseNet121",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+    },
+}
+
+# Smallest input each network accepts (DenseNet121's last transition pools a 2x2 map at 32 px).
+MIN_RESOLUTION = {"resnet34": 16, "densenet121": 32}
+
+
+def network_def(arch: str) -> dict:
+    """A fresh copy of the ``network_def`` config of ``arch``."""
+    return copy.deepcopy(ARCHS[arch])
+
+
+def load_weights(network: torch.nn.Module, path: str | None) -> torch.nn.Module:
+    """Load initial weights from a local state-dict file (``{"model": ...}`` or bare); no download."""
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"initial weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        network.load_state_dict(state)
+    return network

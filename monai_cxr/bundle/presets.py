@@ -1,0 +1,57 @@
+"""The studies ``monai-cxr study`` knows: what data, which grid, which training settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from monai_cxr.bundle.generate import GridSettings
+
+__all__ = ["Preset", "PRESETS", "PAPER_LABELS", "PAPER_RESOLUTIONS"]
+
+# Sabottke & Spieler 2020 (FACTS.md): eight labels, nine resolutions, two architectures.
+PAPER_LABELS = ["Emphysema", "Cardiomegaly", "Hernia", "Edema", "Effusion", "Atelectasis", "Mass", "Nodule"]
+PAPER_RESOLUTIONS = [32, 64, 128, 224, 256, 320, 448, 512, 600]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named study.
+
+    Attributes:
+        synthetic: synthesise the phantom (``phantom`` holds ``synthesize`` arguments) instead of
+            reading ``--data-dir``.
+        grid: the ``generate`` settings.
+        jobs: cells run at a time.
+    """
+
+    name: str
+    description: str
+    grid: GridSettings
+    synthetic: bool = False
+    phantom: dict = field(default_factory=dict)
+    jobs: int = 1
+    split_seed: int = 0
+
+
+PRESETS = {
+    # About 4 minutes on a 2-core CPU (see the report of issue 4): the phantom is calibrated
+    # (benchmarks/calibrate_phantom.py) so that a mass is learnt at 32 px, a nodule only at 128 px.
+    "quick": Preset(
+        name="quick",
+        description="the phantom, Mass and Nodule at 32 and 128 px, ResNet34, CPU-sized",
+        synthetic=True,
+        phantom={"patients": 200, "size": 256, "seed": 0},
+        grid=GridSettings(labels=["Mass", "Nodule"], resolutions=[32, 128], archs=["resnet34"], seeds=[0],
+                          epochs=3, batch_size=16, subsample=512, learning_rate=1e-3),
+        jobs=2,
+    ),
+    # The published grid, for a GPU and NIH ChestX-ray14: 8 x 9 x 2 = 144 cells,
+    # ten class-balanced subsample epochs each (the paper's Figure 4).
+    "paper": Preset(
+        name="paper",
+        description="NIH ChestX-ray14, the published grid (8 labels x 9 resolutions x ResNet34, DenseNet121)",
+        grid=GridSettings(labels=list(PAPER_LABELS), resolutions=list(PAPER_RESOLUTIONS),
+                          archs=["resnet34", "densenet121"], seeds=[0], epochs=10, batch_size=32,
+                          subsample=8192, learning_rate=1e-3, augment_prob=0.5, num_workers=4, amp=True),
+    ),
+}
