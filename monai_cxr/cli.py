@@ -215,6 +215,92 @@ def delong_command(csv_file, truth_col, score_cols, level, as_json):
 
 # -------------------------------------------------------------------------- bundles
 # (the `generate`, `run`, `probe` and `study` commands go here)
+def _seed_list(ctx, param, value):
+    """Parse '0,1,2' into sorted unique non-negative ints."""
+    try:
+        out = sorted({int(v) for v in str(value).split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers (e.g. 0,1,2)")
+    if not out or out[0] < 0:
+        raise click.BadParameter(f"{value!r}: seeds are integers >= 0")
+    return out
+
+
+@cli.command()
+@click.option("--study-dir", required=True, type=click.Path(file_okay=False),
+              help="Study directory made by `monai-cxr prepare`.")
+@click.option("--labels", required=True, callback=_str_list, help="Comma-separated labels, e.g. Mass,Nodule.")
+@click.option("--resolutions", required=True, callback=_int_list, help="Comma-separated cached resolutions.")
+@click.option("--archs", callback=_str_list, default="resnet34", show_default=True,
+              help="Comma-separated architectures: resnet34, densenet121.")
+@click.option("--seeds", callback=_seed_list, default="0", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--subsample", type=click.IntRange(min=0), default=2048, show_default=True,
+              help="Training images per (subsample) epoch; 0 for full epochs.")
+@click.option("--no-balance", is_flag=True, help="Draw subsample epochs without class balance.")
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--augment-prob", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability of a light random affine per training image.")
+@click.option("--val-interval", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader workers per cell.")
+@click.option("--amp", is_flag=True, help="Mixed precision (GPU).")
+@click.option("--initial-weights", type=click.Path(dir_okay=False), default=None,
+              help="Local state-dict file to start from (nothing is downloaded).")
+@click.option("--force", is_flag=True, help="Regenerate finished cells whose settings changed (discards their results).")
+def generate(study_dir, labels, resolutions, archs, seeds, epochs, batch_size, subsample, no_balance,
+             learning_rate, weight_decay, augment_prob, val_interval, num_workers, amp, initial_weights, force):
+    """Write one MONAI bundle per (label x resolution x arch x seed) cell under STUDY/bundles/."""
+    from monai_cxr.bundle.generate import GridSettings, generate as run_generate
+
+    settings = GridSettings(labels=labels, resolutions=resolutions, archs=archs, seeds=seeds, epochs=epochs,
+                            batch_size=batch_size, subsample=subsample, balanced=not no_balance,
+                            learning_rate=learning_rate, weight_decay=weight_decay, augment_prob=augment_prob,
+                            val_interval=val_interval, num_workers=num_workers, amp=amp,
+                            initial_weights=initial_weights)
+    run_generate(study_dir, settings, force=force, echo=click.echo)
+
+
+@cli.command("run")
+@click.option("--study-dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Cells run at a time.")
+def run_command(study_dir, jobs):
+    """Run the study's unfinished cells with `python -m monai.bundle run`; finished cells are kept."""
+    from monai_cxr.bundle.executor import run_cells
+
+    if not run_cells(study_dir, jobs=jobs, echo=click.echo).ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--archs", callback=_str_list, default="resnet34,densenet121", show_default=True)
+@click.option("--resolutions", callback=_int_list, default="32,64,128,224,256,320,448,512,600", show_default=True)
+@click.option("--memory-budget", default="16GiB", show_default=True, help="e.g. 16GiB, 80GB, 512MiB.")
+@click.option("--device", default=None, help="cpu or cuda[:N] [default: cuda when available].")
+@click.option("--out", "out_csv", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+def probe(archs, resolutions, memory_budget, device, out_csv):
+    """Peak memory of a training step per architecture and resolution, and the largest batch that fits."""
+    from monai_cxr.bundle.probe import parse_size, probe_table
+
+    probe_table(archs, resolutions, parse_size(memory_budget), device=device, out_csv=out_csv, echo=click.echo)
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="quick: the phantom on a CPU in minutes; paper: the published grid (GPU, NIH data).")
+@click.option("--study-dir", type=click.Path(file_okay=False), default=None,
+              help="[default: studies/PRESET]")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="NIH ChestX-ray14 release (required by paper; quick synthesises the phantom).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Cells run at a time [default: preset's].")
+def study(preset, study_dir, data_dir, jobs):
+    """A whole study: (synth) + prepare + generate + run + report. Rerun to resume."""
+    from monai_cxr.bundle.study import run_study
+
+    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, echo=click.echo):
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------- report
