@@ -88,6 +88,10 @@ def comparisons_markdown(comparisons) -> str:
     ])
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _join(values) -> str:
     return ", ".join(str(v) for v in values)
 
@@ -121,8 +125,8 @@ def _what_was_run(study, n_finished, n_missing, command) -> list[str]:
             if key in grid:
                 value = grid[key]
                 lines.append(f"- {name}: {_join(value) if isinstance(value, list) else value}")
-        rest = {k: v for k, v in grid.items()
-                if k not in ("labels", "resolutions", "archs", "seeds", "epochs")}
+        rest = {k: v for k, v in grid.items()  # the cell list is the tables' business
+                if k not in ("labels", "resolutions", "archs", "seeds", "epochs", "cells")}
         if rest:
             lines.append("- Other settings: " + ", ".join(f"{k}={v}" for k, v in rest.items()))
     lines.append(f"- Cells finished: {n_finished} of {n_finished + n_missing}")
@@ -175,7 +179,8 @@ def report_markdown(study, summary, comparisons, best, figures: dict, command: s
                   "`monai-cxr synth`, not on radiographs; its numbers show that the pipeline "
                   "works and say nothing about diagnosis.", ""]
     if n_missing:
-        lines += [f"> **Partial study:** {len(summary)} cells finished, {n_missing} did not; "
+        lines += [f"> **Partial study:** {_count(len(summary), 'cell')} finished, "
+                  f"{n_missing} did not; "
                   "this report covers the finished ones (missing cells listed at the end).", ""]
     lines += _what_was_run(study, len(summary), n_missing, command)
     lines += _findings(summary, comparisons, best)
