@@ -62,16 +62,17 @@ def cli():
 @click.option("--size", type=click.IntRange(min=32), default=512, show_default=True,
               help="Image width and height in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prevalence", type=float, default=None,
-              help="Fraction of images positive for each finding (default: per-finding defaults).")
+@click.option("--prevalence", default=None, metavar="P|LABEL=P,...",
+              help="Fraction of images positive: one number for every finding, or e.g. "
+                   "Nodule=0.3,Mass=0.2 (others keep the default 0.25).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes (0: one per CPU core).")
 def synth(out, patients, size, seed, prevalence, workers):
     """Write the synthetic phantom dataset to OUT in the NIH ChestX-ray14 layout."""
-    from monai_cxr.data.phantom import synthesize
+    from monai_cxr.data.phantom import parse_prevalence, synthesize
 
     summary = synthesize(out, patients=patients, size=size, seed=seed,
-                         prevalence=prevalence, workers=workers)
+                         prevalence=parse_prevalence(prevalence), workers=workers)
     click.echo(summary)
 
 

@@ -1,0 +1,1 @@
+"""Data sources, the patient-level split and the resize cache."""
