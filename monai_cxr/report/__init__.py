@@ -73,7 +73,8 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     figures = make_figures(summary, comparisons, out / "figures", study.synthetic, figure_labels)
     command = f"monai-cxr report --study-dir {_shown(study.path)}" + (
         f" --reference-resolution {reference_resolution}" if reference_resolution else "") + (
-        f" --out {_shown(out)}" if out_dir is not None else "")
+        f" --out {_shown(out)}" if out_dir is not None else "") + (
+        "" if tensorboard else " --no-tensorboard")
     write_text(out / "report.md",
                report_markdown(study, summary, comparisons, best, figures, command))
     if tensorboard:

@@ -154,7 +154,7 @@ def _findings(summary, comparisons, best) -> list[str]:
             text += (f"Not significantly better than any other size "
                      f"(smallest Holm-adjusted p {_p(b['min_p_holm'])}).")
         else:
-            text += "The only size with a usable AUC."
+            text += "No other finished size to compare it with."
         refs = comparisons[(comparisons["label"] == b["label"]) & (comparisons["arch"] == b["arch"])
                            & (comparisons["seed"] == b["seed"]) & (comparisons["kind"] == "reference")]
         if len(refs):
@@ -194,8 +194,9 @@ def report_markdown(study, summary, comparisons, best, figures: dict, command: s
     if len(comparisons):
         lines += [comparisons_markdown(comparisons), ""]
     else:
-        lines += ["No pair of sizes could be compared (each label needs two finished cells "
-                  "with at least two positive and two negative validation images).", ""]
+        lines += ["No pair of sizes could be compared: a comparison needs two finished cells "
+                  "of one label × architecture × seed, each with at least two positive and two "
+                  "negative validation images.", ""]
     if n_missing:
         lines += ["## Missing cells", "",
                   table(_missing_frame(study), [
