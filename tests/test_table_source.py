@@ -116,6 +116,7 @@ def test_unreadable_image_fails_the_cache_naming_the_file(tmp_path):
     (["--dataset", "csv", "--table", "T", "--view", "PA"], "--view PA needs --view-col"),
     (["--dataset", "nih", "--data-dir", ".", "--uncertain", "zeros"], "--uncertain applies to --dataset chexpert"),
     (["--dataset", "chexpert"], "--dataset chexpert needs --data-dir"),
+    (["--dataset", "nih", "--data-dir", ".", "--label-cols", "Mass"], "--label-cols applies to --dataset csv"),
     (["--dataset", "csv", "--table", "T", "--path-col", "file", "--patient-col", "subject",
       "--label-cols", "Effusion,Cancer"], "has no column 'Cancer'"),
 ])

@@ -52,8 +52,11 @@ def read_source(dataset: str, data_dir, view: str, drop_missing: bool, echo, unc
         raise CxrError(f"--dataset {dataset} needs --data-dir")
     if uncertain is not None and dataset != "chexpert":
         raise CxrError(f"--uncertain applies to --dataset chexpert, not {dataset}")
-    if table is not None and table.table is not None and dataset != "csv":
-        raise CxrError(f"--table applies to --dataset csv, not {dataset}")
+    if table is not None and dataset != "csv":
+        given = [f"--{k.replace('_', '-')}" for k in ("table", "label_cols", "view_col", "id_col")
+                 if getattr(table, k)]
+        if given:
+            raise CxrError(f"{given[0]} applies to --dataset csv, not {dataset}")
     if dataset == "nih":
         from monai_cxr.data.nih import read_nih
         index = read_nih(data_dir, view=view if view in ("PA", "AP") else "all", drop_missing=drop_missing,
@@ -150,7 +153,7 @@ def prepare(dataset: str, data_dir, study_dir, resolutions, split: str | None = 
     index = source.index
     folds = make_split(dataset, data_dir, index, split, val_fraction, seed)
     labels = label_columns(index)
-    if table is not None and table.label_cols:  # labels the user named must be usable
+    if dataset == "csv":  # labels the user named must be usable
         for label in labels:
             require_positives(index, folds, label)
 
