@@ -314,13 +314,16 @@ def study(preset, study_dir, data_dir, jobs):
                    "else the highest].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: STUDY/report].")
+@click.option("--figure-labels", callback=_str_list, default=None,
+              help="Comma-separated labels of the architecture figure [default: Mass,Nodule "
+                   "where run].")
 @click.option("--no-tensorboard", is_flag=True, help="Skip the study-level TensorBoard log.")
-def report(study_dir, reference_resolution, out_dir, no_tensorboard):
+def report(study_dir, reference_resolution, out_dir, figure_labels, no_tensorboard):
     """Summarise finished cells: summary.csv, comparisons.csv, report.md, figures, TensorBoard."""
     from monai_cxr.report import make_report
 
     make_report(study_dir, out_dir=out_dir, reference_resolution=reference_resolution,
-                echo=click.echo, tensorboard=not no_tensorboard)
+                echo=click.echo, figure_labels=figure_labels, tensorboard=not no_tensorboard)
 
 
 def main(argv=None):

@@ -292,3 +292,21 @@ def test_rows_in_any_order_pair_on_image_id_and_truth_must_agree(tmp_path):
     write_cell(tmp_path, "Mass", "resnet34", 128, 0, flipped, s128, ids=list(ids))
     with pytest.raises(CxrError, match="disagree on the truth of image 'i00'"):
         make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+
+
+def test_cli_report_with_options_and_bad_figure_label(tmp_path, capsys):
+    from monai_cxr.cli import main
+
+    make_study(tmp_path, labels=("Edema", "Mass"), resolutions=(32, 64), archs=("a1", "a2"), n=40)
+    main(["report", "--study-dir", str(tmp_path), "--out", str(tmp_path / "r"),
+          "--figure-labels", "Edema", "--no-tensorboard"])
+    svg = (tmp_path / "r" / "figures" / "architectures.svg").read_text()
+    assert ">Edema<" in svg and ">Mass<" not in svg
+    assert not (tmp_path / "r" / "tensorboard").exists()
+    assert "--figure-labels Edema --no-tensorboard`" in (tmp_path / "r" / "report.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--study-dir", str(tmp_path), "--figure-labels", "Hernia"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "monai-cxr: error: figure label 'Hernia' has no finished cell; labels: Edema, Mass")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv, write_text
 
 __all__ = ["make_report"]
@@ -61,6 +62,11 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
 
     study = load_study(study_dir)
     check_reference(study.finished, reference_resolution)
+    labels = sorted({c.label for c in study.finished})
+    unknown = [x for x in figure_labels or [] if x not in labels]
+    if unknown:
+        raise CxrError(f"figure label {unknown[0]!r} has no finished cell; "
+                       f"labels: {', '.join(labels)}")
     out = Path(out_dir) if out_dir is not None else study.path / "report"
     echo(f"report: {len(study.finished)} finished cell(s), {len(study.missing)} missing")
 
@@ -71,12 +77,18 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     write_csv(out / "comparisons.csv", comparisons)
 
     figures = make_figures(summary, comparisons, out / "figures", study.synthetic, figure_labels)
-    command = f"monai-cxr report --study-dir {_shown(study.path)}" + (
-        f" --reference-resolution {reference_resolution}" if reference_resolution else "") + (
-        f" --out {_shown(out)}" if out_dir is not None else "") + (
-        "" if tensorboard else " --no-tensorboard")
+    command = ["monai-cxr report", f"--study-dir {_shown(study.path)}"]
+    if reference_resolution:
+        command.append(f"--reference-resolution {reference_resolution}")
+    if out_dir is not None:
+        command.append(f"--out {_shown(out)}")
+    if figure_labels:
+        command.append(f"--figure-labels {','.join(figure_labels)}")
+    if not tensorboard:
+        command.append("--no-tensorboard")
     write_text(out / "report.md",
-               report_markdown(study, summary, comparisons, best, figures, command))
+               report_markdown(study, summary, comparisons, best, figures,
+                               " ".join(command)))
     if tensorboard:
         from monai_cxr.report.tensorboard import write_tensorboard
 
