@@ -13,6 +13,22 @@ pair tested once.
 
 ``best_table``: for each label x architecture x seed, the resolution with the highest
 AUC tested against every other resolution, Holm-adjusted within that group.
+
+Columns that need a word (``summary.csv``):
+    n_pos, n_neg          validation images of each class (the DeLong m and n)
+    auc_se, auc_ci_*      DeLong SE; 95% CI = AUC +/- 1.96 SE clipped to [0, 1] (pROC)
+    accuracy_050          accuracy when score >= 0.5 means positive
+    accuracy_youden       accuracy at ``youden_threshold`` (score >= t), the cut point that
+                          maximises sensitivity + specificity - 1 on the same images
+    note                  why AUC or SE is blank (one class, or < 2 of a class), else empty
+Columns that need a word (``comparisons.csv``):
+    resolution_a, _b      a is tested against b: b is the reference (kind "reference") or
+                          the next larger resolution (kind "neighbour")
+    paired, n_cases       paired test on the n_cases shared images, or unpaired (n_cases
+                          is then the sum of both cells' images)
+    diff, diff_se, ...    auc_a - auc_b, its SE and 95% CI; z and two-sided p_value
+    ratio, ratio_se, ...  auc_a / auc_b, delta-method SE and 95% CI (the paper's
+                          "AUC ratio +/- SD")
 """
 
 from __future__ import annotations
