@@ -102,8 +102,8 @@ def _what_was_run(study, n_finished, n_missing, command) -> list[str]:
     versions = study.settings.get("versions", {}) or {}
     lines = ["## What was run", ""]
     if data:
-        split = data.get("split", "?")
-        if "val_fraction" in data:
+        split = str(data.get("split", "?"))
+        if isinstance(data.get("val_fraction"), (int, float)):
             split += f", {data['val_fraction']:.0%} of patients to validation"
         lines += [f"- Dataset: {data.get('dataset', '?')}"
                   + (f" ({SYNTHETIC_NOTE})" if study.synthetic else "")
