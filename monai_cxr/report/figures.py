@@ -83,6 +83,14 @@ def _series(ax, frame, by, x, y, err, colours):
                     color=colours[name], label=name)
 
 
+def _chance(ax):
+    """A dotted line at AUC 0.5 where the axis already shows it (it never rescales the axis)."""
+    low, high = ax.get_ylim()
+    if low <= 0.5 <= high:
+        ax.axhline(0.5, color="0.5", linewidth=0.8, linestyle=":", zorder=0)
+        ax.set_ylim(low, high)
+
+
 def _mean_over_seeds(frame, keys, value, se):
     """Mean of ``value`` and root-mean-square of ``se`` over seeds."""
     grouped = frame.groupby(keys, sort=True)
@@ -114,6 +122,7 @@ def auc_vs_resolution(summary, out_dir: Path, synthetic: bool) -> Path | None:
     for ax, arch in zip(axes, archs):
         _series(ax, points[points["arch"] == arch], "label", "resolution", "auc", "auc_se",
                 colours)
+        _chance(ax)
         _resolution_axis(ax, sorted(data["resolution"].unique()))
         ax.set_title(arch)
     axes[0].set_ylabel("validation AUC (error bars: DeLong SE)")
@@ -177,6 +186,7 @@ def architectures(summary, out_dir: Path, synthetic: bool, labels=None) -> Path 
     for ax, label in zip(axes, chosen):
         _series(ax, points[points["label"] == label], "arch", "resolution", "auc", "auc_se",
                 colours)
+        _chance(ax)
         _resolution_axis(ax, sorted(data["resolution"].unique()))
         ax.set_title(label)
     axes[0].set_ylabel("validation AUC (error bars: DeLong SE)")
@@ -188,9 +198,8 @@ def architectures(summary, out_dir: Path, synthetic: bool, labels=None) -> Path 
 def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
     """Throughput, peak memory and batch size against input size, one line per architecture
     (the median over labels and seeds)."""
-    metrics = [("images_per_s", "training throughput (images/s)", True),
-               ("peak_mem_mb", "peak memory (MB)", True),
-               ("batch_size", "batch size", True)]
+    metrics = [("images_per_s", "training throughput (images/s)"),
+               ("peak_mem_mb", "peak memory (MB)"), ("batch_size", "batch size")]
     metrics = [m for m in metrics if summary[m[0]].notna().any()]
     if not metrics:
         return None
@@ -199,17 +208,20 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
     archs = sorted(summary["arch"].unique())
     colours = _colours(archs)
     fig, axes = _figure(len(metrics), sharey=False)
-    for ax, (column, name, log) in zip(axes, metrics):
+    for ax, (column, name) in zip(axes, metrics):
         values = summary.assign(**{column: summary[column].astype(float)})
         med = values.groupby(["arch", "resolution"])[column].median().reset_index()
         for arch, rows in med.groupby("arch"):
             ax.plot(rows["resolution"], rows[column], marker="o", markersize=4, linewidth=1.4,
                     color=colours[arch], label=arch)
-        if log and (med[column] > 0).all():
+        low, high = med[column].min(), med[column].max()
+        if low > 0 and high / low >= 10:  # a log axis only where the values span a decade
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_ylim(bottom=0, top=1.1 * high if high > 0 else None)
         _resolution_axis(ax, sorted(summary["resolution"].unique()))
         ax.set_title(name)
     _legend(fig, axes)

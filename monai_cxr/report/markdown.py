@@ -14,7 +14,8 @@ TITLES = {"auc_vs_resolution": "AUC vs input size", "auc_ratio": "AUC relative t
           "architectures": "Architectures compared", "tradeoff": "What resolution costs"}
 CAPTIONS = {
     "auc_vs_resolution": "Validation AUC against input size for each label (error bars: DeLong "
-                         "standard error), after Fig. 2 of Sabottke & Spieler (2020).",
+                         "standard error; dotted: chance, where in range), after Fig. 2 of "
+                         "Sabottke & Spieler (2020).",
     "auc_ratio": "AUC at each input size as a percentage of the AUC at the reference size "
                  "(error bars: delta-method SE of the paired ratio), after their Fig. 3.",
     "architectures": "Architectures side by side for chosen labels, after their Fig. 4.",
