@@ -53,14 +53,6 @@ def find_release(data_dir) -> Path:
     return found[0]
 
 
-def _image_path(release: Path, written: str) -> str:
-    """The file of a CSV path: its first part (``CheXpert-v1.0-small``) is the release folder."""
-    parts = Path(written).parts
-    if parts and parts[0].startswith("CheXpert"):
-        parts = parts[1:]
-    return str(release.joinpath(*parts).resolve())
-
-
 def _view(frontal_lateral: pd.Series, ap_pa: pd.Series, where: str) -> pd.Series:
     kind = frontal_lateral.str.strip().str.lower()
     odd = ~kind.isin(("frontal", "lateral"))
@@ -77,7 +69,8 @@ def read_csv(release: Path, name: str, uncertain: str) -> pd.DataFrame:
     """One release CSV as index rows (all views), labels under the ``uncertain`` policy."""
     table = read_csv_table(release / name, REQUIRED)
     written = table["Path"].str.strip()
-    image_id = written.map(lambda p: "/".join(Path(p).parts[1:] if p.startswith("CheXpert") else Path(p).parts))
+    # the first part of a CSV path (CheXpert-v1.0-small/) is the release folder, whatever it is called here
+    image_id = written.str.replace(r"^CheXpert[^/]*/", "", regex=True)
     patient = image_id.str.extract(_PATIENT, expand=False)
     if patient.isna().any():
         raise CxrError(f"{name} line {int(np.flatnonzero(patient.isna())[0]) + 2}: no patientNNNNN in "
@@ -85,7 +78,7 @@ def read_csv(release: Path, name: str, uncertain: str) -> pd.DataFrame:
     index = pd.DataFrame({
         "image_id": image_id, "patient_id": patient,
         "view": _view(table["Frontal/Lateral"], table["AP/PA"], name),
-        "path": written.map(lambda p: _image_path(release, p)),
+        "path": f"{release.resolve()}/" + image_id,
     })
     labels = parse_labels(table, LABELS, name, blank=0, uncertain=POLICIES[uncertain])
     return pd.concat([index, labels], axis=1)
