@@ -63,7 +63,7 @@ def _lock(cell_dir: Path) -> int | None:
 
 def _result_line(cell_dir: Path) -> str:
     run = json.loads((cell_dir / "run.json").read_text())
-    se = (run.get("best_val_metrics") or {}).get("val_auc_se")
+    se = run.get("best_val_auc_se")
     auc = f"AUC {run['best_val_auc']:.3f}" + (f" ± {se:.3f}" if se is not None else "")
     return f"{auc}  {run['train_seconds']:.0f} s  {run.get('images_per_s') or 0:.0f} img/s"
 

@@ -114,10 +114,14 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
             raise CxrError(f"the {name} fold is empty; rerun prepare with more images")
         for label in settings.labels:
             positives = int(index.loc[rows, label].sum())
-            if positives == 0 or positives == int(rows.sum()):
+            negatives = int(rows.sum()) - positives
+            if min(positives, negatives) == 0:
                 kind = "no positive" if positives == 0 else "no negative"
                 raise CxrError(f"label {label!r} has {kind} images in the {name} fold "
                                f"({positives} of {int(rows.sum())} positive); its AUC is undefined")
+            if fold == "val" and min(positives, negatives) < 2:
+                raise CxrError(f"label {label!r} has {positives} positive and {negatives} negative images in the "
+                               f"validation fold; the DeLong SE needs at least 2 of each")
     weights = settings.initial_weights
     if weights is not None and not Path(weights).is_file():
         raise CxrError(f"initial weights file {weights!r} not found")

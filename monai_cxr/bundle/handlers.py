@@ -189,6 +189,7 @@ class RunRecorder:
             "peak_mem_mb": round(peak_memory_mb(device), 1),
             "best_val_auc": float(self.evaluator.state.best_metric),
             "best_epoch": int(self.evaluator.state.best_metric_epoch),
+            "best_val_auc_se": self.best_metrics.get(f"{self.evaluator.state.key_metric_name}_se"),
             "best_val_metrics": self.best_metrics,
             "device": str(device),
             "torch_threads": torch.get_num_threads(),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import os
 
-import torch
-
 __all__ = ["ARCHS", "MIN_RESOLUTION", "network_def", "load_weights"]
 
 # One input channel (grey radiograph), one output (the logit of the finding).
@@ -39,9 +37,11 @@ def network_def(arch: str) -> dict:
     return copy.deepcopy(ARCHS[arch])
 
 
-def load_weights(network: torch.nn.Module, path: str | None) -> torch.nn.Module:
+def load_weights(network, path: str | None):
     """Load initial weights from a local state-dict file (``{"model": ...}`` or bare); no download."""
     if path:
+        import torch
+
         if not os.path.isfile(path):
             raise FileNotFoundError(f"initial weights file not found: {path}")
         state = torch.load(path, map_location="cpu", weights_only=True)

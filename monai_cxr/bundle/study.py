@@ -23,7 +23,7 @@ def auc_table(study_dir, cell_names) -> str:
         path = cell_dirs(study_dir) / name / "run.json"
         if path.is_file():
             run = json.loads(path.read_text())
-            se = (run.get("best_val_metrics") or {}).get("val_auc_se")
+            se = run.get("best_val_auc_se")
             lines.append(f"{run['label']:<16} {run['arch']:<12} {run['resolution']:>5} {run['seed']:>4} "
                          f"{run['best_val_auc']:>7.3f} {'' if se is None else f'{se:.3f}':>7}")
     return "\n".join(lines)

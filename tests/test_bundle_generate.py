@@ -1,0 +1,120 @@
+"""`monai-cxr generate`: one bundle per cell, configs as data, clear refusals."""
+
+import json
+import pandas as pd
+import pytest
+
+from conftest import TINY_GRID, make_hand_study
+from monai_cxr.bundle.generate import GridSettings, generate
+from monai_cxr.cli import main
+from monai_cxr.errors import CxrError
+
+HOSTILE = '$__import__("os").system("touch X")'
+
+
+def quiet(*args):
+    pass
+
+
+def settings(**kw):
+    return GridSettings(**{"labels": ["Mass"], "resolutions": [16, 32], **TINY_GRID, **kw})
+
+
+def test_one_bundle_per_cell_with_the_cells_values(study_copy):
+    generate(study_copy, settings(labels=["Mass", "Nodule"], seeds=[0, 1]), echo=quiet)
+    names = sorted(p.name for p in (study_copy / "bundles").iterdir())
+    assert names == sorted(f"{l}__resnet34__r{r}__s{s}" for l in ("mass", "nodule") for r in (16, 32) for s in (0, 1))
+    cell = study_copy / "bundles" / "nodule__resnet34__r32__s1"
+    train = json.loads((cell / "configs" / "train.json").read_text())
+    assert train["bundle_root"] == str(cell.resolve())
+    assert train["cache_file"] == str((study_copy / "data/cache/r32.npy").resolve())
+    assert (train["resolution"], train["seed"], train["epochs"], train["batch_size"]) == (32, 1, 2, 4)
+    assert json.loads((cell / "cell.json").read_text()) == {"label": "Nodule", "arch": "resnet34",
+                                                            "resolution": 32, "seed": 1}
+    meta = json.loads((cell / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
+    for name in ("evaluate.json", "inference.json", "logging.conf"):
+        assert (cell / "configs" / name).is_file()
+    assert (cell / "LICENSE").is_file() and (cell / "docs" / "README.md").is_file()
+
+    datalist = json.loads((cell / "datalist.json").read_text())
+    index = pd.read_csv(study_copy / "data/index.csv", dtype=str)
+    split = pd.read_csv(study_copy / "data/split.csv", dtype=str)
+    val = split.index[split["fold"] == "val"].tolist()
+    assert [d["image"] for d in datalist["validation"]] == val
+    assert [d["label"][0] for d in datalist["validation"]] == index.loc[val, "Nodule"].astype(int).tolist()
+    assert len(datalist["training"]) == int((split["fold"] == "train").sum())
+
+    grid = json.loads((study_copy / "study.json").read_text())
+    assert "data" in grid and grid["grid"]["labels"] == ["Mass", "Nodule"] and len(grid["grid"]["cells"]) == 8
+
+
+def test_regenerating_leaves_cells_alone_and_protects_finished_ones(study_copy):
+    generate(study_copy, settings(resolutions=[16]), echo=quiet)
+    cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
+    (cell / "run.json").write_text("{}")
+    before = {p: p.stat().st_mtime_ns for p in cell.rglob("*")}
+    generate(study_copy, settings(resolutions=[16]), echo=quiet)
+    assert {p: p.stat().st_mtime_ns for p in cell.rglob("*")} == before
+    with pytest.raises(CxrError, match="finished with other settings"):
+        generate(study_copy, settings(resolutions=[16], epochs=3), echo=quiet)
+    generate(study_copy, settings(resolutions=[16], epochs=3), force=True, echo=quiet)
+    assert not (cell / "run.json").exists()
+    assert json.loads((cell / "configs/train.json").read_text())["epochs"] == 3
+
+
+def run_cli(capsys, *args):
+    """The CLI entry point in-process: exit code and stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--labels", "Mas"], "label 'Mas' is not in the dataset; valid labels: Atelectasis, "),
+    (["--resolutions", "24"], "resolution 24 is not in the cache (cached: 16, 32)"),
+    (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
+    (["--archs", "densenet121"], "resolution 16 is below the 32 px that densenet121 accepts"),
+    (["--subsample", "2", "--batch-size", "4"], "subsample 2 is smaller than the batch size 4"),
+])
+def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
+    base = {"--labels": "Mass", "--resolutions": "16,32"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    code, err = run_cli(capsys, "generate", "--study-dir", str(study_copy), *[x for kv in base.items() for x in kv])
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_study_path_with_hash_is_refused(tmp_path):
+    study = make_hand_study(tmp_path / "a#b", {"Mass": None})
+    with pytest.raises(CxrError, match="contains '#'"):
+        generate(study, settings(resolutions=[16]), echo=quiet)
+
+
+def test_one_class_validation_fold_is_refused(tmp_path):
+    # every val image (patients 0, 4, 8, 12) negative, the train fold mixed
+    study = make_hand_study(tmp_path / "s", {"Rare": lambda i: (i // 2) % 4 != 0 and i % 2 == 0})
+    with pytest.raises(CxrError, match="label 'Rare' has no positive images in the validation fold"):
+        generate(study, settings(labels=["Rare"], resolutions=[16]), echo=quiet)
+    # one positive in the val fold (image 0): an AUC, but no DeLong SE
+    study = make_hand_study(tmp_path / "t", {"Rare": lambda i: i == 0 or ((i // 2) % 4 != 0 and i % 2 == 0)})
+    with pytest.raises(CxrError, match="1 positive and 7 negative images in the validation fold"):
+        generate(study, settings(labels=["Rare"], resolutions=[16]), echo=quiet)
+
+
+def test_hostile_label_is_only_data(tmp_path):
+    study = make_hand_study(tmp_path / "s", {HOSTILE: None})
+    (cell,) = generate(study, settings(labels=[HOSTILE], resolutions=[16]), echo=quiet)
+    assert cell.name.startswith("import-os-system-touch-x-") and cell.name.endswith("__resnet34__r16__s0")
+    assert json.loads((cell / "cell.json").read_text())["label"] == HOSTILE
+    for config in (cell / "configs").glob("*.json"):
+        assert "__import__" not in config.read_text() and "system(" not in config.read_text()
+
+
+def test_generate_cli_writes_the_grid(study_copy):
+    main(["generate", "--study-dir", str(study_copy), "--labels", "Mass", "--resolutions", "16",
+          "--seeds", "0,2", "--epochs", "1", "--batch-size", "4", "--subsample", "8"])
+    grid = json.loads((study_copy / "study.json").read_text())["grid"]
+    assert grid["cells"] == ["mass__resnet34__r16__s0", "mass__resnet34__r16__s2"]
+    assert grid["subsample"] == 8 and grid["balanced"] is True
