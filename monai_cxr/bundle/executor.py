@@ -105,7 +105,7 @@ def run_cells(study_dir: str | os.PathLike, jobs: int = 1, echo=print, progress:
     jobs = max(1, int(jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     running: list[_Job] = []
-    bar = tqdm(total=len(pending), unit="cell", desc="cells", disable=not progress or not pending,
+    bar = tqdm(total=len(pending), unit="cell", desc="cells", disable=None if progress and pending else True,
                dynamic_ncols=True)
     try:
         queue = list(pending)
