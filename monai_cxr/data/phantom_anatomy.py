@@ -249,6 +249,9 @@ def _ribs(img, a: Anatomy, rows, cols, dx):
     d = dx[cols]
     lateral = ramp(F32(a.thorax + 0.01) - d, 0.01) * ramp(d - F32(0.035), 0.01)
     y = g[rows][:, None]
+    # Fade in above the apices and out below the domes, instead of stopping at the box's edges.
+    fade = ramp(g[rows] - F32(a.apex - 0.025), 0.04) * ramp(F32(a.diaphragm + 0.01) - g[rows], 0.05)
+    lateral = fade[:, None] * lateral[None, :]
     for shape, contrast, start in (
         (F32(a.rib_slope) * d + F32(a.rib_curve) * d * d, a.rib_contrast, a.apex - 0.03),
         (F32(0.35) - F32(0.9) * d, 0.45 * a.rib_contrast, a.apex + 0.02),
@@ -257,7 +260,7 @@ def _ribs(img, a: Anatomy, rows, cols, dx):
         t -= np.floor(t)
         t -= 0.5
         band = ramp(F32(0.2) - np.abs(t), 2.0 * max(1.5 / img.shape[0], 0.004) / a.rib_pitch)
-        band *= lateral[None, :]
+        band *= lateral
         band *= F32(contrast)
         img[rows, cols] += band
     # Clavicles: from the sternal notch rising slightly towards the shoulders.

@@ -10,9 +10,13 @@ the density map (:func:`draw_findings`). Every drawn finding returns a geometry 
 (centre, extent in pixels and as a fraction of the width, contrast), which tests and
 ``PHANTOM.md`` use. Contrasts are in density units, where soft tissue is about 0.45,
 aerated lung about 0.23 darker, posterior ribs about 0.06 brighter, lung markings up to
-0.035 and quantum noise has an SD of 0.02-0.04 per pixel; they were calibrated with
-``benchmarks/calibrate_phantom.py`` so that a small ResNet trained from scratch learns a
-mass already at 32 px but a nodule only at 128 px.
+0.035 and quantum noise has an SD of 0.02-0.04 per pixel.
+
+Contrasts were calibrated with ``benchmarks/calibrate_phantom.py`` (ResNet34 from scratch,
+~1500 training presentations): nodules are calcified-bright but tiny, so area averaging to
+32 px dilutes each to a bump of 0.05-0.13 in one pixel, no more than the rib edges around
+it (near-chance AUC), while at 128 px they are sharp 1.5-2.6 px dots (AUC ~0.97); a mass is
+a 2.6-4.5 px blob even at 32 px and is learnt there.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from monai_cxr.data.phantom_anatomy import F32, Anatomy, Patient, grid, heart_bo
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Edema", "Effusion", "Emphysema", "Hernia", "Mass", "Nodule")
 
 # The drawing parameters, in fractions of the width and density units (PHANTOM.md quotes them).
-NODULE_COUNT = (1, 4)
-NODULE_DIAMETER = (0.010, 0.020)
-NODULE_CONTRAST = (0.22, 0.30)
+NODULE_COUNT = (2, 6)
+NODULE_DIAMETER = (0.012, 0.020)
+NODULE_CONTRAST = (0.55, 0.70)  # calcified: as bright as bone
 MASS_DIAMETER = (0.08, 0.14)
-MASS_CONTRAST = (0.30, 0.40)
+MASS_CONTRAST = (0.35, 0.45)
 CARDIOMEGALY_CTR = (0.55, 0.65)  # normal hearts: 0.38-0.46 (PA)
-EFFUSION_HEIGHT = (0.06, 0.14)
+EFFUSION_HEIGHT = (0.08, 0.18)  # above the costophrenic angle, at the lateral wall
 EMPHYSEMA_DARKENING = (0.08, 0.12)
 EMPHYSEMA_DOME = 0.3  # dome height multiplied by this (flattened)
 EMPHYSEMA_DESCENT = (0.02, 0.04)  # diaphragm lower by this
@@ -148,7 +152,7 @@ def _effusion(img, lungs, a, r):
         floor = a.diaphragm - (0.02 if side < 0 else 0.0)
         rows, cols = window(size, min(medial, lateral) - 0.01, max(medial, lateral) + 0.01, floor - h - 0.1, floor + 0.02)
         lat = np.clip((g[cols] - F32(medial)) / F32(lateral - medial), 0, 1)  # 0 medial .. 1 lateral
-        top = F32(floor - 0.35 * h) - F32(0.65 * h) * lat * lat  # meniscus: higher laterally
+        top = F32(floor - 0.55 * h) - F32(0.45 * h) * lat * lat  # meniscus: higher laterally
         fluid = ramp(g[rows][:, None] - top[None, :], 0.012)
         fluid *= lungs[rows, cols]
         img[rows, cols] += F32(a.lung_depth * 0.95) * fluid
