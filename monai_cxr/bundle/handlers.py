@@ -140,6 +140,7 @@ class RunRecorder:
         self.record = dict(record or {})
         self.images = 0
         self.loop_seconds = 0.0
+        self.epoch_rates: list[float | None] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -160,6 +161,7 @@ class RunRecorder:
 
     def _epoch_started(self, engine: Engine) -> None:
         self.epoch_start = self.last_iteration = time.perf_counter()
+        self.epoch_images = self.images
 
     def _iteration_completed(self, engine: Engine) -> None:
         labels = _column(engine.state.batch, "label")
@@ -168,7 +170,9 @@ class RunRecorder:
 
     def _epoch_completed(self, engine: Engine) -> None:
         # the training loop only: validation runs later in the same event
-        self.loop_seconds += self.last_iteration - self.epoch_start
+        seconds = self.last_iteration - self.epoch_start
+        self.loop_seconds += seconds
+        self.epoch_rates.append(round((self.images - self.epoch_images) / seconds, 2) if seconds > 0 else None)
 
     def write(self, engine: Engine) -> None:
         if self.predictions_file and not os.path.exists(self.predictions_file):
@@ -186,6 +190,7 @@ class RunRecorder:
             "train_seconds": round(time.perf_counter() - self.start, 3),
             "train_loop_seconds": round(self.loop_seconds, 3),
             "images_per_s": round(self.images / self.loop_seconds, 2) if self.loop_seconds > 0 else None,
+            "epoch_images_per_s": self.epoch_rates,
             "peak_mem_mb": round(peak_memory_mb(device), 1),
             "best_val_auc": float(self.evaluator.state.best_metric),
             "best_epoch": int(self.evaluator.state.best_metric_epoch),

@@ -30,7 +30,7 @@ def auc_table(study_dir, cell_names) -> str:
 
 
 def run_study(preset: str = "quick", study_dir=None, data_dir=None, jobs: int | None = None,
-              report: bool = True, echo=print, progress: bool = True) -> int:
+              report: bool = True, force: bool = False, echo=print, progress: bool = True) -> int:
     """Run a whole study; return the number of failed cells. Every stage skips finished work."""
     from monai_cxr.bundle.executor import run_cells
     from monai_cxr.bundle.generate import generate
@@ -52,7 +52,7 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, jobs: int | 
         raise CxrError(f"preset {p.name!r} needs --data-dir (the folder of the NIH ChestX-ray14 release)")
     prepare(dataset="nih", data_dir=data_dir, study_dir=study_dir, resolutions=p.grid.resolutions,
             seed=p.split_seed, echo=echo, progress=progress)
-    generate(study_dir, copy.deepcopy(p.grid), echo=echo)
+    generate(study_dir, copy.deepcopy(p.grid), force=force, echo=echo)
     summary = run_cells(study_dir, jobs=jobs or p.jobs, echo=echo, progress=progress)
     names = summary.finished + summary.skipped
     if report and names:
