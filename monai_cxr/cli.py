@@ -296,11 +296,12 @@ def probe(archs, resolutions, memory_budget, device, out_csv):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="NIH ChestX-ray14 release (required by paper; quick synthesises the phantom).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Cells run at a time [default: preset's].")
-def study(preset, study_dir, data_dir, jobs):
+@click.option("--force", is_flag=True, help="Rerun finished cells whose bundle changed (e.g. a newer template).")
+def study(preset, study_dir, data_dir, jobs, force):
     """A whole study: (synth) + prepare + generate + run + report. Rerun to resume."""
     from monai_cxr.bundle.study import run_study
 
-    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, echo=click.echo):
+    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, force=force, echo=click.echo):
         sys.exit(1)
 
 
