@@ -312,8 +312,8 @@ dome shape, mediastinum width, heart size (CTR 0.38-0.46), lung lucency, soft-ti
 density, rib spacing and curvature, lung markings (40-60 Gaussian spots of SD 1-2 % of
 width, contrast up to 0.035, densest near the hila), a smooth soft-tissue texture and a
 noise level. Follow-ups share these but differ in positioning, inspiration, exposure and
-noise. AP images are magnified (thorax x{AP_MAGNIFICATION:.2f}, heart x{AP_MAGNIFICATION * AP_HEART_MAGNIFICATION:.2f}), taken in shallower inspiration
-and noisier.
+noise. AP images are magnified (thorax x{AP_MAGNIFICATION:.2f}, heart
+x{AP_MAGNIFICATION * AP_HEART_MAGNIFICATION:.2f}), taken in shallower inspiration and noisier.
 
 Densities: air outside the body ~0, soft tissue 0.42-0.50, aerated lung 0.20-0.26 darker,
 posterior ribs +0.045-0.07, quantum noise SD 0.018-0.03 per pixel (x1.3 on AP); the film is

@@ -131,16 +131,6 @@ def ramp(v: np.ndarray, edge: float) -> np.ndarray:
     return np.clip(v, 0.0, 1.0, out=v)
 
 
-def blob(img: np.ndarray, x: float, y: float, sigma: float, amp: float) -> None:
-    """Add a Gaussian spot (a vessel seen end-on, a haze) to ``img`` in place."""
-    size = img.shape[0]
-    g = grid(size)
-    rows, cols = window(size, x - 3 * sigma, x + 3 * sigma, y - 3 * sigma, y + 3 * sigma)
-    dx2 = np.square(g[cols] - F32(x))
-    dy2 = np.square(g[rows] - F32(y))
-    img[rows, cols] += amp * np.exp((dy2[:, None] + dx2[None, :]) * F32(-0.5 / sigma**2))
-
-
 def heart_box(a: Anatomy):
     """Centre and semi-axes of the heart ellipse; its width is ``ctr`` x the rib-cage width."""
     ha = a.ctr * a.thorax

@@ -184,7 +184,8 @@ def _edema(img, lungs, a, r):
             x0 = lateral - side * r.uniform(0.0, 0.01)  # lines start at the pleura, run medially
             x1 = x0 - side * length
             rows, cols = window(size, min(x0, x1), max(x0, x1), y - line_px, y + line_px)
-            haze[rows, cols] += F32(EDEMA_LINE_CONTRAST) * ramp(F32(line_px / 2) - np.abs(g[rows] - F32(y)), 1.0 / size)[:, None]
+            profile = ramp(F32(line_px / 2) - np.abs(g[rows] - F32(y)), 1.0 / size)
+            haze[rows, cols] += F32(EDEMA_LINE_CONTRAST) * profile[:, None]
         out.append(_record("Edema", size, lateral, a.diaphragm - 0.08, EDEMA_LINE_LENGTH[1], line_px,
                            EDEMA_LINE_CONTRAST, part="lines"))
     haze *= lungs
