@@ -190,3 +190,26 @@ def test_cli_synth_and_its_errors(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Nodule=1.2" in err
+
+
+def test_findings_file_matches_labels(phantom):
+    out, _ = phantom
+    labels = pd.read_csv(out / "Data_Entry_2017.csv").set_index("Image Index")["Finding Labels"]
+    drawn = pd.read_csv(out / "phantom_findings.csv")
+    assert len(drawn)
+    for image_id, finding in zip(drawn["image_id"], drawn["finding"]):
+        assert finding in labels[image_id].split("|")
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"patients": 0}, "patients"), ({"size": 8}, "size"), ({"workers": -1}, "workers"), ({"patients": 2.5}, "patients"),
+])
+def test_bad_settings_are_cxr_errors(tmp_path, kwargs, named):
+    with pytest.raises(CxrError, match=named):
+        synthesize(tmp_path / "x", **{"patients": 2, "size": 32, **kwargs})
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(CxrError, match="not a folder"):
+        synthesize(tmp_path / "f", patients=1, size=32)
