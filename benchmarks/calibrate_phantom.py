@@ -11,6 +11,11 @@ cell and, per label, AUC(lowest resolution) / AUC(highest resolution).
 
 The phantom is calibrated so that Mass is learnt already at 32 px while Nodule is near
 chance at 32 px and clearly learnt at 128 px, i.e. Nodule's ratio is clearly below Mass's.
+Measured (200 patients, 256 px phantom, seed 0, 1500 presentations, 1 thread):
+
+    label        32      64     128   AUC32/AUC128
+    Mass      0.919   0.996   0.964   0.954
+    Nodule    0.480   0.444   0.870   0.552
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ aerated lung about 0.23 darker, posterior ribs about 0.06 brighter, lung marking
 Contrasts were calibrated with ``benchmarks/calibrate_phantom.py`` (ResNet34 from scratch,
 ~1500 training presentations): nodules are calcified-bright but tiny, so area averaging to
 32 px dilutes each to a bump of 0.05-0.13 in one pixel, no more than the rib edges around
-it (near-chance AUC), while at 128 px they are sharp 1.5-2.6 px dots (AUC ~0.97); a mass is
-a 2.6-4.5 px blob even at 32 px and is learnt there.
+it (AUC ~0.5 at 32 and 64 px), while at 128 px they are sharp 1.5-2.6 px dots (AUC
+0.87-0.97); a mass is a 2.6-4.5 px blob even at 32 px and is learnt there (AUC ~0.9).
 """
 
 from __future__ import annotations
