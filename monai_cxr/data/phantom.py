@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from monai_cxr.data import phantom_findings as pf
 from monai_cxr.data.phantom_anatomy import (AP_HEART_MAGNIFICATION, AP_MAGNIFICATION, draw_patient,
@@ -215,14 +216,18 @@ def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevale
     jobs = [(group, size, seed, str(image_dir)) for group in by_patient.values()]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     records = []
+    bar = tqdm(total=len(specs), unit="img", desc="synth", disable=None)  # shown on a terminal only
     if workers <= 1:
         with _one_blas_thread():
             for job in jobs:
                 records += _render_patient(job)
+                bar.update(len(job[0]))
     else:
         with multiprocessing.get_context().Pool(workers, initializer=_one_blas_thread) as pool:
-            for rec in pool.imap(_render_patient, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+            for job, rec in zip(jobs, pool.imap(_render_patient, jobs, chunksize=max(1, len(jobs) // (8 * workers)))):
                 records += rec
+                bar.update(len(job[0]))
+    bar.close()
 
     test_ids = split_patients(patients, seed)
     spacing = f"{FIELD_OF_VIEW_MM / size:.3f}"
