@@ -1,7 +1,7 @@
 """Training throughput of a generated bundle against a bare PyTorch loop (target ratio >= 0.95).
 
     .venv/bin/python benchmarks/bench_bundle_throughput.py [--resolution 64] [--batch-size 32]
-        [--epochs 2] [--subsample 512] [--arch resnet34] [--threads 1]
+        [--epochs 2] [--subsample 1024] [--arch resnet34] [--threads 1] [--repeats 2]
 
 Both train the same network (``network_def`` of the arch), on the same resize cache (a
 hand-made study of random images), with the same batch size, the same subsample epochs
@@ -67,8 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--subsample", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--subsample", type=int, default=1024)
     parser.add_argument("--arch", default="resnet34")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of each (shared machines)")
