@@ -19,8 +19,8 @@ def test_parse_size_refuses_nonsense(text):
 
 
 def test_memory_grows_with_resolution_and_the_budget_sets_the_batch():
-    small = measure("resnet34", 16, 2**30, device="cpu", batch_sizes=(2, 10))
-    large = measure("resnet34", 48, 2**30, device="cpu", batch_sizes=(2, 10))
+    small = measure("resnet34", 16, 2**30, device="cpu", batch_sizes=(2, 16))
+    large = measure("resnet34", 64, 2**30, device="cpu", batch_sizes=(2, 16))
     assert small.peak_mb[1] > 0 and large.per_image_mb > small.per_image_mb
     assert 0 < large.max_batch < small.max_batch
     # the fitted line: fixed part plus per-image part at the largest batch stays within the budget

@@ -61,6 +61,13 @@ def _lock(cell_dir: Path) -> int | None:
     return fd
 
 
+def _resolution(cell_dir: Path) -> int:
+    try:
+        return int(json.loads((cell_dir / "cell.json").read_text())["resolution"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def _result_line(cell_dir: Path) -> str:
     run = json.loads((cell_dir / "run.json").read_text())
     se = run.get("best_val_auc_se")
@@ -103,6 +110,8 @@ def run_cells(study_dir: str | os.PathLike, jobs: int = 1, echo=print, progress:
     if summary.skipped:
         echo(f"{len(summary.skipped)} of {len(names)} cells already finished; skipping them")
     jobs = max(1, int(jobs))
+    if jobs > 1:  # largest first, so that the last cells to finish are short ones (cost ~ R^2)
+        pending.sort(key=lambda name: -_resolution(root / name))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     running: list[_Job] = []
     bar = tqdm(total=len(pending), unit="cell", desc="cells", disable=None if progress and pending else True,
