@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monai_cxr.bundle.generate import _clear_run_outputs, cell_dirs, study_cells
+from monai_cxr.bundle.generate import clear_run_outputs, cell_dirs, study_cells
 
 try:
     import fcntl
@@ -78,7 +78,7 @@ def _result_line(cell_dir: Path) -> str:
 class _Job:
     def __init__(self, name: str, cell_dir: Path, fd: int, threads: int) -> None:
         self.name, self.cell_dir, self.fd = name, cell_dir, fd
-        _clear_run_outputs(cell_dir)  # leftovers of an interrupted run
+        clear_run_outputs(cell_dir)  # leftovers of an interrupted run
         self.log = cell_dir / LOG_NAME
         self.log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)

@@ -19,7 +19,7 @@ from monai_cxr.bundle.networks import ARCHS, MIN_RESOLUTION, network_def
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_json, write_text
 
-__all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells"]
+__all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells", "clear_run_outputs"]
 
 CONFIGS = ("train.json", "evaluate.json", "inference.json")
 COPIED = ("configs/logging.conf", "docs/README.md", "LICENSE")
@@ -176,7 +176,8 @@ def study_cells(study_dir: str | os.PathLike) -> list[str]:
     return list(grid["cells"])
 
 
-def _clear_run_outputs(cell_dir: Path) -> None:
+def clear_run_outputs(cell_dir: Path) -> None:
+    """Remove what a run wrote (results, checkpoints, logs), so the cell runs afresh."""
     for name in RUN_OUTPUTS:
         path = cell_dir / name
         if path.is_dir():
@@ -220,7 +221,7 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
                 raise CxrError(f"cell {cell.name} has finished with other settings ({changed[0]} differs); "
                                f"use --force to discard its results, or another --study-dir")
             if changed:
-                _clear_run_outputs(cell_dir)
+                clear_run_outputs(cell_dir)
                 replaced += 1
         for name in changed:
             write_text(cell_dir / name, files[name])
