@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import TINY_GRID, make_hand_study
 from monai_cxr.bundle.generate import GridSettings, generate
@@ -45,7 +46,16 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     assert set(events.Tags()["scalars"]) >= {"train_loss", "lr", "val_auc", "val_auc_se"}
 
     # MONAI's bundle tools on the generated bundle (in-process: same code as the CLI)
-    from monai.bundle import ckpt_export, verify_net_in_out
+    from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+
+    # evaluate.json (an overlay of train.json) scores the saved checkpoint: predictions.csv is its output
+    evaluate = ConfigWorkflow(config_file=[str(cell / "configs" / "train.json"), str(cell / "configs" / "evaluate.json")],
+                              workflow_type="eval")
+    evaluate.initialize()
+    evaluate.run()
+    rescored = pd.read_csv(cell / "eval" / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    assert rescored["image_id"].tolist() == predictions["image_id"].tolist()
+    assert rescored["score"].to_numpy() == pytest.approx(predictions["score"].to_numpy(), abs=1e-5)
 
     configs = cell / "configs"
     verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"),
