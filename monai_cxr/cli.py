@@ -330,7 +330,7 @@ def report(study_dir, reference_resolution, out_dir, figure_labels, no_tensorboa
 def main(argv=None):
     """Entry point: a user's mistake is one line on stderr and exit status 2, no traceback."""
     try:
-        cli.main(args=argv, prog_name="monai-cxr", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="monai-cxr", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -342,6 +342,9 @@ def main(argv=None):
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    # without standalone mode click returns (not raises) the code of ctx.exit(code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
 
 
 def template_dir() -> Path:
-    """The template bundle: ``$MONAI_CXR_TEMPLATE`` or ``bundles/cxr_resolution`` of the source tree."""
+    """The template bundle: ``$MONAI_CXR_TEMPLATE``, else the package's copy of ``bundles/cxr_resolution``."""
     env = os.environ.get("MONAI_CXR_TEMPLATE")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "bundles" / "cxr_resolution"
+    path = Path(env) if env else Path(__file__).resolve().parent / "template"
     if not (path / "configs" / "train.json").is_file():
         raise CxrError(f"template bundle not found at {path} (set MONAI_CXR_TEMPLATE to bundles/cxr_resolution)")
     return path
