@@ -14,9 +14,9 @@ aerated lung about 0.23 darker, posterior ribs about 0.06 brighter, lung marking
 
 Contrasts were calibrated with ``benchmarks/calibrate_phantom.py`` (ResNet34 from scratch,
 ~1500 training presentations): nodules are calcified-bright but tiny, so area averaging to
-32 px dilutes each to a bump of 0.05-0.13 in one pixel, no more than the rib edges around
-it (AUC ~0.5 at 32 and 64 px), while at 128 px they are sharp 1.5-2.6 px dots (AUC
-0.87-0.97); a mass is a 2.6-4.5 px blob even at 32 px and is learnt there (AUC ~0.9).
+32 px dilutes each to a bump of 0.06-0.15 in one pixel, like the rib edges around it
+(AUC 0.41-0.54 at 32 px, 0.61-0.79 at 64 px), while at 128 px they are sharp 1.7-2.6 px
+dots (AUC 0.99); a mass is a 2.6-4.5 px blob even at 32 px and is learnt there (AUC ~0.92).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from monai_cxr.data.phantom_anatomy import F32, Anatomy, Patient, grid, heart_bo
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Edema", "Effusion", "Emphysema", "Hernia", "Mass", "Nodule")
 
 # The drawing parameters, in fractions of the width and density units (PHANTOM.md quotes them).
-NODULE_COUNT = (2, 6)
-NODULE_DIAMETER = (0.012, 0.020)
-NODULE_CONTRAST = (0.55, 0.70)  # calcified: as bright as bone
+NODULE_COUNT = (3, 6)
+NODULE_DIAMETER = (0.013, 0.020)
+NODULE_CONTRAST = (0.60, 0.75)  # calcified: as bright as bone
 MASS_DIAMETER = (0.08, 0.14)
 MASS_CONTRAST = (0.35, 0.45)
 CARDIOMEGALY_CTR = (0.55, 0.65)  # normal hearts: 0.38-0.46 (PA)
