@@ -71,7 +71,7 @@ def run_cli(capsys, *args):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--labels", "Mas"], "label 'Mas' is not in the dataset; valid labels: Atelectasis, "),
+    (["--labels", "Mas"], "unknown label 'Mas'; labels of this dataset: Atelectasis, "),
     (["--resolutions", "24"], "resolution 24 is not in the cache (cached: 16, 32)"),
     (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
     (["--archs", "densenet121"], "resolution 16 is below the 32 px that densenet121 accepts"),

@@ -90,7 +90,7 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
     valid = [c for c in index.columns if c not in INDEX_COLUMNS]
     for label in settings.labels:
         if label not in valid:
-            raise CxrError(f"label {label!r} is not in the dataset; valid labels: {', '.join(valid)}")
+            raise CxrError(f"unknown label {label!r}; labels of this dataset: {', '.join(valid)}")
     for arch in settings.archs:
         if arch not in ARCHS:
             raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
@@ -113,12 +113,12 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
         if not rows.any():
             raise CxrError(f"the {name} fold is empty; rerun prepare with more images")
         for label in settings.labels:
-            positives = int(index.loc[rows, label].sum())
-            negatives = int(rows.sum()) - positives
+            values = index.loc[rows, label].to_numpy()  # 1, 0, or -1 = unknown (left out)
+            positives, negatives = int((values == 1).sum()), int((values == 0).sum())
             if min(positives, negatives) == 0:
                 kind = "no positive" if positives == 0 else "no negative"
                 raise CxrError(f"label {label!r} has {kind} images in the {name} fold "
-                               f"({positives} of {int(rows.sum())} positive); its AUC is undefined")
+                               f"({positives} positive, {negatives} negative); its AUC is undefined")
             if fold == "val" and min(positives, negatives) < 2:
                 raise CxrError(f"label {label!r} has {positives} positive and {negatives} negative images in the "
                                f"validation fold; the DeLong SE needs at least 2 of each")
@@ -193,6 +193,7 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     whose bundle would change is refused unless ``force``, which discards its results.
     """
     from monai_cxr.bundle.datalist import build
+    from monai_cxr.data.labels import label_columns, resolve_label
     from monai_cxr.studyfile import load_study, update_study
 
     study_dir = Path(study_dir).resolve()
@@ -202,6 +203,8 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     if settings.initial_weights:
         settings.initial_weights = _safe_path(Path(settings.initial_weights).resolve(), "initial weights path")
     index, split = _load_tables(study_dir)
+    # a label may be named as any release names it (Effusion / Pleural Effusion): use the column
+    settings.labels = [resolve_label(label, label_columns(index)) for label in settings.labels]
     check_grid(settings, index, split, _cache_resolutions(study_dir))
     template = template_dir()
     grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)
