@@ -49,6 +49,16 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert len([line for line in err.splitlines() if "rror" in line]) == 1
 
 
+def test_labels_without_positives_are_named_in_one_line(tmp_path):
+    write_release(tmp_path / "nih", patients=10)  # its findings never include e.g. Pneumonia
+    messages = []
+    from monai_cxr.data.prepare import prepare
+    prepare(dataset="nih", data_dir=tmp_path / "nih", study_dir=tmp_path / "s", resolutions=[16],
+            cache=False, echo=messages.append)
+    notes = [m for m in messages if "cannot be studied" in m]
+    assert len(notes) == 1 and "Pneumonia" in notes[0] and "Mass" not in notes[0].split(":")[-1]
+
+
 def test_no_cache_flag_skips_the_cache(tmp_path):
     write_release(tmp_path / "nih", patients=6)
     main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),

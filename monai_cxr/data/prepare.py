@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_cxr.data.labels import empty_folds, fold_counts, label_columns, require_positives
+from monai_cxr.data.labels import empty_folds, label_columns, require_positives
 from monai_cxr.data.views import CHOICES as VIEWS, select_view
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv
@@ -174,12 +174,10 @@ def prepare(dataset: str, data_dir, study_dir, resolutions, split: str | None = 
                                for f in ("train", "val", "test") if f in counts.index))
     for note in source.notes:
         echo(f"note: {note}")
-    for label in labels:
-        bad = empty_folds(index, folds, label)
-        if bad:
-            counts = fold_counts(index, folds, label)
-            echo(f"warning: label {label!r} lacks positives or negatives in the {' and '.join(bad)} fold "
-                 f"({'; '.join(f'{f} {p}+/{n}-' for f, (p, n) in counts.items())}); it cannot be studied")
+    unusable = [label for label in labels if empty_folds(index, folds, label)]
+    if unusable:  # one line: a phantom or a small subset leaves many labels without positives
+        echo(f"note: {len(unusable)} label(s) lack positives or negatives in the train or val fold and "
+             f"cannot be studied: {', '.join(unusable)}")
     if cache:
         from monai_cxr.data.cache import build_cache
         build_cache(index, data / "cache", resolutions, square=square, workers=workers, echo=echo,
