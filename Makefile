@@ -12,18 +12,23 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install demo test clean
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+$(VENV)/.base: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-install: $(BIN)/.installed
+# The tests also need the test tools and Ray (the cluster executor is tested on a local Ray).
+$(VENV)/.test: $(VENV)/.base
+	$(BIN)/python -m pip install -e '.[test,ray]'
+	touch $@
+
+install: $(VENV)/.base
 
 demo: install
 	$(BIN)/monai-cxr study
 
-test: install
+test: $(VENV)/.test
 	$(BIN)/python -m pytest -q
 
 clean:
