@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from monai_cxr.data.table import check_files
 from monai_cxr.errors import CxrError
 
 LABELS = (
@@ -121,19 +122,8 @@ def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool 
         if index.empty:
             raise CxrError(f"no {view} images in {data_dir}; views present: "
                            + ", ".join(sorted(table['View Position'].str.strip().unique())))
-    paths = locate_images(data_dir, index["image_id"])
-    absent = paths == ""
-    if absent.any():
-        n, first = int(absent.sum()), ", ".join(index.loc[absent, "image_id"].iloc[:3])
-        if not drop_missing:
-            raise CxrError(f"{n} of {len(index)} listed images are missing under {data_dir} "
-                           f"(first: {first}); pass --drop-missing to leave them out")
-        echo(f"warning: dropping {n} listed images that are missing (first: {first})")
-        index, paths = index[~absent], paths[~absent]
-        if index.empty:
-            raise CxrError(f"none of the listed images exist under {data_dir}")
-    index.insert(3, "path", paths)
-    return index.reset_index(drop=True)
+    index.insert(3, "path", locate_images(data_dir, index["image_id"]))
+    return check_files(index, data_dir, drop_missing, echo)
 
 
 def read_list(path: Path) -> set[str]:

@@ -66,10 +66,13 @@ def parse_labels(table: pd.DataFrame, columns, where: str, blank: int | None = N
 
 
 def check_files(index: pd.DataFrame, where, drop_missing: bool = False, echo=print) -> pd.DataFrame:
-    """Keep rows whose ``path`` is a file; a missing one fails unless ``drop_missing``."""
+    """Keep rows whose ``path`` is a file; a missing one fails unless ``drop_missing``.
+
+    Every file-based source ends with this check, so a missing image reads the same for all.
+    """
     absent = ~index["path"].map(os.path.isfile).to_numpy(dtype=bool)
     if absent.any():
-        n, first = int(absent.sum()), ", ".join(index.loc[absent, "path"].iloc[:2])
+        n, first = int(absent.sum()), ", ".join(index.loc[absent, "image_id"].iloc[:3])
         if not drop_missing:
             raise CxrError(f"{n} of {len(index)} listed images are missing under {where} "
                            f"(first: {first}); pass --drop-missing to leave them out")
