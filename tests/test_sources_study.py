@@ -1,0 +1,54 @@
+"""A study runs end to end on every source: prepare -> generate -> run -> predictions contract."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from chestmnist_layout import write_chestmnist
+from chexpert_layout import generated_rows, write_chexpert
+from conftest import TINY_GRID
+from monai_cxr.bundle.executor import run_cells
+from monai_cxr.bundle.generate import GridSettings, generate
+from monai_cxr.cli import main
+from table_layout import write_table
+
+
+def quiet(*args):
+    pass
+
+
+def chexpert(tmp_path):
+    write_chexpert(tmp_path, train_rows=generated_rows(40))
+    return ["--dataset", "chexpert", "--data-dir", str(tmp_path), "--uncertain", "ignore"], "Effusion"
+
+
+def chestmnist(tmp_path):
+    write_chestmnist(tmp_path / "mnist", sides=(28, 64))
+    return ["--dataset", "chestmnist", "--data-dir", str(tmp_path / "mnist")], "Mass"
+
+
+def table(tmp_path):
+    write_table(tmp_path, patients=30)
+    return ["--dataset", "csv", "--table", str(tmp_path / "tables/study.csv"), "--path-col", "file",
+            "--patient-col", "subject", "--label-cols", "Effusion,Nodule"], "Nodule"
+
+
+@pytest.mark.parametrize("source", [chexpert, chestmnist, table])
+def test_a_cell_runs_on_each_source(tmp_path, source):
+    args, label = source(tmp_path)
+    study = tmp_path / "study"
+    main(["prepare", *args, "--study-dir", str(study), "--resolutions", "16", "--workers", "1"])
+    generate(study, GridSettings(labels=[label], resolutions=[16], **TINY_GRID), echo=quiet)
+    summary = run_cells(study, echo=quiet)
+    assert summary.failed == []
+    (cell,) = (study / "bundles").iterdir()
+    predictions = pd.read_csv(cell / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    index = pd.read_csv(study / "data/index.csv", dtype={"image_id": str, "patient_id": str})
+    split = pd.read_csv(study / "data/split.csv", dtype={"image_id": str})
+    column = json.loads((cell / "cell.json").read_text())["label"]
+    val = index[(split["fold"] == "val").to_numpy() & index[column].isin([0, 1]).to_numpy()]
+    assert list(predictions.columns) == ["image_id", "patient_id", "label", "score"]
+    assert predictions["image_id"].tolist() == val["image_id"].tolist()
+    assert predictions["label"].tolist() == val[column].tolist()
+    assert predictions["score"].between(0, 1).all()
