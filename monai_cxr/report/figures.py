@@ -114,21 +114,26 @@ def auc_vs_resolution(summary, out_dir: Path, synthetic: bool) -> Path | None:
     data = summary.dropna(subset=["auc", "auc_se"])
     if data.empty:
         return None
-    archs = sorted(data["arch"].unique())
-    colours = _colours(sorted(data["label"].unique()))
-    n_seeds = data["seed"].nunique()
-    points = _mean_over_seeds(data, ["arch", "label", "resolution"], "auc", "auc_se")
-    fig, axes = _figure(len(archs))
-    for ax, arch in zip(axes, archs):
-        _series(ax, points[points["arch"] == arch], "label", "resolution", "auc", "auc_se",
-                colours)
+    return _auc_panels(data, "arch", "label", sorted(data["arch"].unique()), out_dir,
+                       _title("AUC vs input size", synthetic, data["seed"].nunique()),
+                       "auc_vs_resolution")
+
+
+def _auc_panels(data, panel: str, series: str, panels, out_dir: Path, title: str, name: str) -> Path:
+    """AUC (± DeLong SE) against input size: one panel per value of ``panel``, one line per
+    value of ``series``; seeds averaged."""
+    colours = _colours(sorted(data[series].unique()))
+    points = _mean_over_seeds(data, [panel, series, "resolution"], "auc", "auc_se")
+    fig, axes = _figure(len(panels))
+    for ax, key in zip(axes, panels):
+        _series(ax, points[points[panel] == key], series, "resolution", "auc", "auc_se", colours)
         _chance(ax)
         _resolution_axis(ax, sorted(data["resolution"].unique()))
-        ax.set_title(arch)
+        ax.set_title(key)
     axes[0].set_ylabel("validation AUC (error bars: DeLong SE)")
     _legend(fig, axes)
-    fig.suptitle(_title("AUC vs input size", synthetic, n_seeds))
-    return _save(fig, out_dir, "auc_vs_resolution")
+    fig.suptitle(title)
+    return _save(fig, out_dir, name)
 
 
 def auc_ratio(comparisons, summary, out_dir: Path, synthetic: bool) -> Path | None:
@@ -179,20 +184,9 @@ def architectures(summary, out_dir: Path, synthetic: bool, labels=None) -> Path 
     chosen = chosen_labels(data["label"].unique(), labels)
     if len(archs) < 2 or not chosen:
         return None
-    colours = _colours(archs)
-    n_seeds = data["seed"].nunique()
-    points = _mean_over_seeds(data, ["label", "arch", "resolution"], "auc", "auc_se")
-    fig, axes = _figure(len(chosen))
-    for ax, label in zip(axes, chosen):
-        _series(ax, points[points["label"] == label], "arch", "resolution", "auc", "auc_se",
-                colours)
-        _chance(ax)
-        _resolution_axis(ax, sorted(data["resolution"].unique()))
-        ax.set_title(label)
-    axes[0].set_ylabel("validation AUC (error bars: DeLong SE)")
-    _legend(fig, axes)
-    fig.suptitle(_title("Architectures compared", synthetic, n_seeds))
-    return _save(fig, out_dir, "architectures")
+    return _auc_panels(data, "label", "arch", chosen, out_dir,
+                       _title("Architectures compared", synthetic, data["seed"].nunique()),
+                       "architectures")
 
 
 def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
