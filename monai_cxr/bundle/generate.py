@@ -22,7 +22,9 @@ from monai_cxr.fileio import write_json, write_text
 __all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells", "clear_run_outputs"]
 
 CONFIGS = ("train.json", "evaluate.json", "inference.json")
-COPIED = ("configs/logging.conf", "docs/README.md", "LICENSE")
+# Overlays copied as they are (no cell values): multi-GPU training under torchrun.
+OVERLAYS = ("configs/multi_gpu_train.json",)
+COPIED = ("configs/logging.conf", "docs/README.md", "LICENSE", *OVERLAYS)
 # Files written by a run; removed when a cell has to be run again.
 RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
 
@@ -53,13 +55,22 @@ class GridSettings:
     augment_prob: float = 0.0
     val_interval: int = 1
     num_workers: int = 0
-    amp: bool = False
+    amp: str = "off"
     initial_weights: str | None = None
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    pin_memory: bool = False
+
+    def __post_init__(self) -> None:
+        from monai_cxr.bundle.speed import amp_mode
+
+        self.amp = amp_mode(self.amp)  # True/False of the old flag: fp16/off
 
     def bundle_values(self) -> dict:
         """The template keys every cell shares (JSON values)."""
         keys = ("epochs", "batch_size", "subsample", "balanced", "learning_rate", "weight_decay",
-                "augment_prob", "val_interval", "num_workers", "amp", "initial_weights")
+                "augment_prob", "val_interval", "num_workers", "amp", "initial_weights",
+                "channels_last", "cudnn_benchmark", "pin_memory")
         return {k: getattr(self, k) for k in keys}
 
 

@@ -63,8 +63,33 @@ def _scalar(value) -> float:
     return float(torch.as_tensor(value).detach().float().reshape(-1)[0].cpu())
 
 
+def _gather_rows(rows: dict[str, list]) -> dict[str, list] | None:
+    """Rank 0: the rows of every rank, in dataset order; other ranks: None.
+
+    Under ``torch.distributed`` each rank scored the share ``rank::world_size`` of the
+    validation set (``DistributedSampler`` without shuffling), so interleaving the shares
+    restores the order of the datalist. A single process gets its own rows back.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    shares: list = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, rows)
+    if dist.get_rank() != 0:
+        return None
+    out: dict[str, list] = {key: [] for key in rows}
+    for key in rows:
+        longest = max(len(share[key]) for share in shares)
+        out[key] = [share[key][j] for j in range(longest) for share in shares if j < len(share[key])]
+    return out
+
+
 class PredictionSaver:
     """Collect ``image_id, patient_id, label, score`` over an evaluator run and write them as CSV.
+
+    Under ``DistributedDataParallel`` every rank runs it (it gathers the ranks' rows) and
+    rank 0 writes.
 
     Args:
         filename: the CSV to write (atomically).
@@ -103,10 +128,12 @@ class PredictionSaver:
 
     def write(self, engine: Engine) -> None:
         if self.best_only and engine.state.best_metric_epoch != engine.state.epoch:
-            return
+            return  # every rank agrees: the key metric is gathered over all ranks
         import pandas as pd
 
-        rows = dict(self.rows)
+        rows = _gather_rows(self.rows)
+        if rows is None:
+            return  # not rank 0
         if len(rows["label"]) != len(rows["score"]):
             rows.pop("label")
         write_csv(self.filename, pd.DataFrame(rows))
@@ -126,13 +153,16 @@ class RunRecorder:
         predictions_file: must exist when training completes (written by ``PredictionSaver``).
         record: further settings to record (batch size, epochs, ...).
         device: the training device (for its peak memory).
+        world_size: processes training together (DistributedDataParallel); each runs the same
+            number of equal batches, so the images trained on are this process's times it.
     """
 
     def __init__(self, filename: str, evaluator: Engine, cell_file: str | None = None,
                  predictions_file: str | None = None, record: dict | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", world_size: int = 1) -> None:
         self.filename = filename
         self.device = device
+        self.world_size = int(world_size)
         self.best_metrics: dict[str, float] = {}
         self.evaluator = evaluator
         self.cell_file = cell_file
@@ -165,7 +195,7 @@ class RunRecorder:
 
     def _iteration_completed(self, engine: Engine) -> None:
         labels = _column(engine.state.batch, "label")
-        self.images += len(labels) if labels is not None else 1
+        self.images += (len(labels) if labels is not None else 1) * self.world_size
         self.last_iteration = time.perf_counter()
 
     def _epoch_completed(self, engine: Engine) -> None:
@@ -197,6 +227,7 @@ class RunRecorder:
             "best_val_auc_se": self.best_metrics.get(f"{self.evaluator.state.key_metric_name}_se"),
             "best_val_metrics": self.best_metrics,
             "device": str(device),
+            "world_size": self.world_size,
             "torch_threads": torch.get_num_threads(),
             "host": platform.node(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -19,26 +19,42 @@ class SubsampleSampler(Sampler[int]):
     with replacement otherwise). ``num_samples=0`` gives ordinary full epochs. Epoch ``e`` uses
     the random stream seeded by ``(seed, e)``, so a run is reproducible.
 
+    Under ``DistributedDataParallel`` every rank draws the same epoch (same seed) and takes
+    the disjoint share ``rank::num_replicas`` of it, cut to an equal length so that every rank
+    runs the same number of steps (as ``DistributedSampler`` with ``drop_last``).
+
     Args:
         labels: the 0/1 label of each training item, in dataset order.
         num_samples: images per epoch; 0 for the whole fold.
         balanced: draw the two classes in equal numbers.
         seed: base seed of the draws.
+        num_replicas: processes sharing the epoch [default: the world size when
+            ``torch.distributed`` is initialised, else 1].
+        rank: this process's share [default: its rank, else 0].
     """
 
-    def __init__(self, labels: Sequence[int], num_samples: int = 0, balanced: bool = True, seed: int = 0) -> None:
+    def __init__(self, labels: Sequence[int], num_samples: int = 0, balanced: bool = True, seed: int = 0,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        import torch.distributed as dist
+
         self.labels = np.asarray(labels).astype(int).ravel()
         self.num_samples = int(num_samples)
         self.balanced = bool(balanced)
         self.seed = int(seed)
         self.epoch = 0
+        distributed = dist.is_available() and dist.is_initialized()
+        self.num_replicas = int(num_replicas if num_replicas is not None else
+                                dist.get_world_size() if distributed else 1)
+        self.rank = int(rank if rank is not None else dist.get_rank() if distributed else 0)
         if self.num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
         if self.balanced and self.num_samples and len(np.unique(self.labels)) < 2:
             raise ValueError("a class-balanced subsample needs both positive and negative training images")
 
     def __len__(self) -> int:
-        return self.num_samples or len(self.labels)
+        return (self.num_samples or len(self.labels)) // self.num_replicas
 
     def draw(self, epoch: int) -> np.ndarray:
         """The indices of epoch ``epoch`` (0-based)."""
@@ -58,6 +74,6 @@ class SubsampleSampler(Sampler[int]):
         return rng.permutation(picked)
 
     def __iter__(self) -> Iterator[int]:
-        indices = self.draw(self.epoch)
+        indices = self.draw(self.epoch)[self.rank::self.num_replicas][:len(self)]
         self.epoch += 1
         return iter(indices.tolist())
