@@ -247,12 +247,17 @@ def _seed_list(ctx, param, value):
 @click.option("--val-interval", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="DataLoader workers per cell.")
-@click.option("--amp", is_flag=True, help="Mixed precision (GPU).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "off"]), is_flag=False, flag_value="fp16", default="off",
+              show_default=True, help="Mixed precision on a GPU (bare --amp: fp16); off on a CPU.")
+@click.option("--channels-last", is_flag=True, help="Channels-last (NHWC) convolutions on a GPU.")
+@click.option("--cudnn-benchmark", is_flag=True, help="cuDNN autotuning on a GPU (fixed input shapes).")
+@click.option("--pin-memory", is_flag=True, help="Pinned loader memory and non-blocking copies on a GPU.")
 @click.option("--initial-weights", type=click.Path(dir_okay=False), default=None,
               help="Local state-dict file to start from (nothing is downloaded).")
 @click.option("--force", is_flag=True, help="Regenerate finished cells whose settings changed (discards their results).")
 def generate(study_dir, labels, resolutions, archs, seeds, epochs, batch_size, subsample, no_balance,
-             learning_rate, weight_decay, augment_prob, val_interval, num_workers, amp, initial_weights, force):
+             learning_rate, weight_decay, augment_prob, val_interval, num_workers, amp, channels_last,
+             cudnn_benchmark, pin_memory, initial_weights, force):
     """Write one MONAI bundle per (label x resolution x arch x seed) cell under STUDY/bundles/."""
     from monai_cxr.bundle.generate import GridSettings, generate as run_generate
 
@@ -260,18 +265,33 @@ def generate(study_dir, labels, resolutions, archs, seeds, epochs, batch_size, s
                             batch_size=batch_size, subsample=subsample, balanced=not no_balance,
                             learning_rate=learning_rate, weight_decay=weight_decay, augment_prob=augment_prob,
                             val_interval=val_interval, num_workers=num_workers, amp=amp,
+                            channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, pin_memory=pin_memory,
                             initial_weights=initial_weights)
     run_generate(study_dir, settings, force=force, echo=click.echo)
 
 
 @cli.command("run")
 @click.option("--study-dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Cells run at a time.")
-def run_command(study_dir, jobs):
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Cells run at a time [default: local 1; ray: as many as the cluster fits].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: subprocesses here; ray: one Ray task per cell (pip install monai-cxr[ray]).")
+@click.option("--address", default=None,
+              help="Ray cluster address, e.g. auto [default: start a local Ray on loopback].")
+@click.option("--gpus-per-cell", type=click.FloatRange(min=0), default=None,
+              help="GPUs a Ray task reserves [default: --nproc-per-node if the cluster has GPUs, else 0].")
+@click.option("--cpus-per-cell", type=click.FloatRange(min=0), default=1, show_default=True,
+              help="CPUs a Ray task reserves.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes per cell: >1 runs it under torchrun with configs/multi_gpu_train.json (DDP).")
+def run_command(study_dir, jobs, executor, address, gpus_per_cell, cpus_per_cell, nproc_per_node):
     """Run the study's unfinished cells with `python -m monai.bundle run`; finished cells are kept."""
     from monai_cxr.bundle.executor import run_cells
 
-    if not run_cells(study_dir, jobs=jobs, echo=click.echo).ok:
+    if executor == "local" and (address or gpus_per_cell is not None):
+        raise CxrError("--address and --gpus-per-cell apply to --executor ray")
+    if not run_cells(study_dir, jobs=jobs, echo=click.echo, executor=executor, address=address,
+                     gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, nproc_per_node=nproc_per_node).ok:
         sys.exit(1)
 
 

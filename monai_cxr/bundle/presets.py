@@ -46,12 +46,15 @@ PRESETS = {
         jobs=2,
     ),
     # The published grid, for a GPU and NIH ChestX-ray14: 8 x 9 x 2 = 144 cells,
-    # ten class-balanced subsample epochs each (the paper's Figure 4).
+    # ten class-balanced subsample epochs each (the paper's Figure 4). The speed options
+    # (bf16, falling back to fp16 on GPUs without it; NHWC; cuDNN autotuning; pinned memory)
+    # are off on a CPU; run.json records what each cell got.
     "paper": Preset(
         name="paper",
         description="NIH ChestX-ray14, the published grid (8 labels x 9 resolutions x ResNet34, DenseNet121)",
         grid=GridSettings(labels=list(PAPER_LABELS), resolutions=list(PAPER_RESOLUTIONS),
                           archs=["resnet34", "densenet121"], seeds=[0], epochs=10, batch_size=32,
-                          subsample=8192, learning_rate=1e-3, augment_prob=0.5, num_workers=4, amp=True),
+                          subsample=8192, learning_rate=1e-3, augment_prob=0.5, num_workers=4, amp="bf16",
+                          channels_last=True, cudnn_benchmark=True, pin_memory=True),
     ),
 }
