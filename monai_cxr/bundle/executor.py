@@ -207,6 +207,8 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, echo=print, pr
             pending.append(name)
     if summary.skipped:
         echo(f"{len(summary.skipped)} of {len(names)} cells already finished; skipping them")
+    if executor == "local":
+        jobs = max(1, int(jobs or 1))
     if jobs != 1:  # largest first, so that the last cells to finish are short ones (cost ~ R^2)
         pending.sort(key=lambda name: -_resolution(root / name))
     paths = [root / name for name in pending]
@@ -216,7 +218,7 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, echo=print, pr
         outcomes = ray_outcomes(paths, jobs=jobs, address=address, gpus_per_cell=gpus_per_cell,
                                 cpus_per_cell=cpus_per_cell, nproc_per_node=nproc_per_node, echo=echo)
     else:
-        outcomes = _local_outcomes(paths, max(1, int(jobs or 1)), nproc_per_node)
+        outcomes = _local_outcomes(paths, jobs, nproc_per_node)
     bar = tqdm(total=len(pending), unit="cell", desc="cells", disable=None if progress and pending else True,
                dynamic_ncols=True)
     try:
