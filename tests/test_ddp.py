@@ -1,0 +1,57 @@
+"""A cell as 2-process DistributedDataParallel (gloo on CPU) through `monai-cxr run --nproc-per-node 2`."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from conftest import TINY_GRID, make_hand_study
+from monai_cxr.bundle.generate import GridSettings, generate
+from monai_cxr.bundle.sampling import SubsampleSampler
+from monai_cxr.cli import main
+
+
+def test_two_gloo_processes_train_one_cell_and_rank_0_writes_the_contract(tmp_path, capsys):
+    study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12, resolutions=(16,))
+    (cell,) = generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=lambda *a: None)
+    main(["run", "--study-dir", str(study), "--nproc-per-node", "2"])
+    assert "1 finished" in capsys.readouterr().out
+
+    run = json.loads((cell / "run.json").read_text())
+    assert run["world_size"] == 2 and run["device"] == "cpu"
+    # both ranks trained: each epoch is the whole subsample, split between them
+    assert run["train_images"] == TINY_GRID["epochs"] * TINY_GRID["subsample"]
+    assert run["iterations"] == TINY_GRID["epochs"] * TINY_GRID["subsample"] // TINY_GRID["batch_size"]
+    assert 0 <= run["best_val_auc"] <= 1 and run["best_val_auc_se"] >= 0
+
+    # predictions gathered from both ranks: one row per validation image, in datalist order
+    predictions = pd.read_csv(cell / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    assert list(predictions.columns) == ["image_id", "patient_id", "label", "score"]
+    validation = json.loads((cell / "datalist.json").read_text())["validation"]
+    assert predictions["image_id"].tolist() == [item["image_id"] for item in validation]
+    assert predictions["patient_id"].tolist() == [item["patient_id"] for item in validation]
+    assert predictions["score"].between(0, 1).all() and set(predictions["label"]) == {0, 1}
+
+    # the checkpoint is the bare network (no DDP "module." prefix), loadable by evaluate.json
+    state = torch.load(cell / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert state and not any(key.startswith("module.") for key in state)
+    # only rank 0 logged: one process wrote the TensorBoard event files
+    pids = {path.name.rsplit(".", 2)[1] for path in (cell / "logs").glob("events.out.tfevents.*")}
+    assert len(pids) == 1 and pids != {str(__import__("os").getpid())}
+
+
+def test_distributed_subsample_shares_are_disjoint_equal_and_the_single_process_epoch():
+    labels = [1] * 7 + [0] * 30
+    whole = SubsampleSampler(labels, num_samples=21, seed=3)
+    shares = [SubsampleSampler(labels, num_samples=21, seed=3, num_replicas=3, rank=r) for r in range(3)]
+    for epoch in range(2):
+        epoch_draw = whole.draw(epoch)
+        drawn = [list(share) for share in shares]
+        assert [len(d) for d in drawn] == [7, 7, 7] == [len(s) for s in shares]
+        # each rank its own positions of the same seeded epoch: together exactly that epoch
+        assert sorted(np.concatenate(drawn)) == sorted(epoch_draw)
+        assert all(d == epoch_draw[r::3].tolist() for r, d in enumerate(drawn))
+        assert sum(labels[i] for d in drawn for i in d) == 10  # class balance kept over the ranks
+    uneven = [list(SubsampleSampler(labels, num_samples=9, seed=0, num_replicas=2, rank=r)) for r in range(2)]
+    assert len(uneven[0]) == len(uneven[1]) == 4  # 9 // 2 each: every rank runs the same steps

@@ -1,0 +1,77 @@
+"""`monai-cxr run --executor ray`: each cell a Ray task writing the study exactly as the local executor."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import TINY_GRID, make_hand_study
+from monai_cxr.bundle.executor import bundle_command, run_cells
+from monai_cxr.bundle.generate import GridSettings, generate
+from monai_cxr.cli import main
+
+
+def quiet(*args):
+    pass
+
+
+def tiny(tmp_path):
+    study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12, resolutions=(16, 32))
+    generate(study, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID), echo=quiet)
+    return study
+
+
+def test_ray_finishes_a_study_started_locally_and_skips_its_finished_cell(tmp_path, capsys):
+    import ray  # the ray extra (pip install monai-cxr[ray]): CI installs it
+    study = tiny(tmp_path)
+    first, second = (study / "bundles" / f"mass__resnet34__r{r}__s0" for r in (16, 32))
+    assert run_cells(study, cells=[first.name], echo=quiet, progress=False).finished == [first.name]
+    before = {f: (first / f).read_bytes() for f in ("run.json", "predictions.csv")}
+
+    # starts a local Ray on loopback (2 CPUs here), runs the unfinished cell as a task, shuts Ray down
+    main(["run", "--study-dir", str(study), "--executor", "ray", "--cpus-per-cell", "1"])
+    out = capsys.readouterr().out
+    assert "1 of 2 cells already finished" in out and "1 finished, 1 skipped" in out
+    assert "ray: 1 cells, 0 GPU and 1 CPU each" in out
+    assert not ray.is_initialized()
+    assert {f: (first / f).read_bytes() for f in before} == before  # never recomputed
+    run = json.loads((second / "run.json").read_text())
+    assert (run["label"], run["resolution"], run["world_size"]) == ("Mass", 32, 1)
+    predictions = pd.read_csv(second / "predictions.csv", dtype={"image_id": str})
+    assert list(predictions.columns) == ["image_id", "patient_id", "label", "score"]
+    assert len(predictions) == len(json.loads((second / "datalist.json").read_text())["validation"])
+    assert (second / "logs" / "run.log").is_file() and (second / "models" / "model.pt").is_file()
+
+    # both executors agree the study is done: nothing to run, Ray not even started
+    for executor in ("ray", "local"):
+        main(["run", "--study-dir", str(study), "--executor", executor])
+        assert "0 finished, 2 skipped" in capsys.readouterr().out
+
+
+def test_ray_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    study = tiny(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--study-dir", str(study), "--executor", "ray"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "monai-cxr: error: --executor ray needs Ray: pip install monai-cxr[ray]"
+    assert not (study / "bundles" / "mass__resnet34__r16__s0" / "run.json").exists()
+
+
+def test_ray_options_are_refused_with_the_local_executor(tmp_path, capsys):
+    study = tiny(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--study-dir", str(study), "--gpus-per-cell", "1"])
+    assert exit_info.value.code == 2 and "--executor ray" in capsys.readouterr().err
+
+
+def test_a_multi_process_cell_runs_the_stock_runner_under_torchrun(tmp_path):
+    cell = tmp_path / "cell"
+    command = bundle_command(cell, python="python", nproc_per_node=4)
+    assert command[:5] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert command[5:9] == ["-m", "monai.bundle", "run", "--config_file"]
+    assert command[9] == repr([str(cell / "configs" / "train.json"), str(cell / "configs" / "multi_gpu_train.json")])
+    assert bundle_command(cell, python="python") == ["python", "-m", "monai.bundle", "run", "--config_file",
+                                                     str(cell / "configs" / "train.json")]
