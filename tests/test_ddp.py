@@ -55,3 +55,24 @@ def test_distributed_subsample_shares_are_disjoint_equal_and_the_single_process_
         assert sum(labels[i] for d in drawn for i in d) == 10  # class balance kept over the ranks
     uneven = [list(SubsampleSampler(labels, num_samples=9, seed=0, num_replicas=2, rank=r)) for r in range(2)]
     assert len(uneven[0]) == len(uneven[1]) == 4  # 9 // 2 each: every rank runs the same steps
+
+
+def test_the_overlay_turns_off_on_other_ranks_exactly_the_handlers_that_write():
+    """multi_gpu_train.json names train.json's handlers by position (the model-zoo way): keep them in step."""
+    from monai_cxr.bundle.generate import template_dir
+
+    configs = template_dir() / "configs"
+    train = json.loads((configs / "train.json").read_text())
+    overlay = json.loads((configs / "multi_gpu_train.json").read_text())
+    off = {key.rsplit("#", 2)[0] + "#" + key.rsplit("#", 2)[1] for key in overlay if key.endswith("#_disabled_")}
+    targets = {key: train[key.split("#")[0]]["handlers"][int(key.split("#")[-1])]["_target_"].rsplit(".", 1)[-1]
+               for key in off}
+    assert sorted(t for k, t in targets.items() if k.startswith("train#")) == sorted(
+        ["StatsHandler", "TensorBoardStatsHandler", "TerminalProgressBar", "RunRecorder"])
+    assert sorted(t for k, t in targets.items() if k.startswith("validate#")) == sorted(
+        ["StatsHandler", "TensorBoardStatsHandler", "CheckpointSaver"])
+    assert train["train"]["handlers"][6]["_target_"].endswith("RunRecorder")  # gets world_size
+    # every rank validates (the AUC and the predictions are gathered), so these run everywhere
+    kept = {h["_target_"].rsplit(".", 1)[-1] for i, h in enumerate(train["validate"]["handlers"])
+            if f"validate#handlers#{i}" not in off}
+    assert kept == {"PredictionSaver"}
