@@ -317,11 +317,16 @@ def probe(archs, resolutions, memory_budget, device, out_csv):
               help="NIH ChestX-ray14 release (required by paper; quick synthesises the phantom).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Cells run at a time [default: preset's].")
 @click.option("--force", is_flag=True, help="Rerun finished cells whose bundle changed (e.g. a newer template).")
-def study(preset, study_dir, data_dir, jobs, force):
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the cells run (see `monai-cxr run --help` for Ray's own options).")
+@click.option("--address", default=None, help="Ray cluster address, e.g. auto [default: a local Ray].")
+def study(preset, study_dir, data_dir, jobs, force, executor, address):
     """A whole study: (synth) + prepare + generate + run + report. Rerun to resume."""
     from monai_cxr.bundle.study import run_study
 
-    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, force=force, echo=click.echo):
+    options = {"executor": executor, "address": address} if executor != "local" else {}
+    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, force=force, echo=click.echo,
+                 run_options=options):
         sys.exit(1)
 
 

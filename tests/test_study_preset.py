@@ -2,6 +2,7 @@
 
 import json
 
+import click
 import pandas as pd
 
 from conftest import TINY_GRID
@@ -29,3 +30,26 @@ def test_a_preset_study_runs_whole_and_resumes_as_a_no_op(tmp_path, monkeypatch)
     assert run_json.stat().st_mtime_ns == mtime
     assert any("1 of 1 cells already finished" in line for line in lines)
     assert any("(0 written, 1 unchanged)" in line for line in lines)
+
+
+def test_study_passes_the_executor_to_run(tmp_path, monkeypatch):
+    from monai_cxr.bundle import executor
+    from monai_cxr.cli import main
+
+    tiny = presets.Preset(name="tiny", description="one cell on a tiny phantom", synthetic=True,
+                          phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
+                          grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
+    seen = {}
+
+    def fake_run_cells(study_dir, **kwargs):
+        seen.update(kwargs)
+        return executor.RunSummary()
+
+    monkeypatch.setattr(executor, "run_cells", fake_run_cells)
+    from monai_cxr.cli import cli
+    (option,) = [p for p in cli.commands["study"].params if p.name == "preset"]
+    monkeypatch.setattr(option, "type", click.Choice(["quick", "paper", "tiny"]))
+    main(["study", "--preset", "tiny", "--study-dir", str(tmp_path / "s"), "--executor", "ray",
+          "--address", "auto"])
+    assert seen["executor"] == "ray" and seen["address"] == "auto"

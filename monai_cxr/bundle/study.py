@@ -30,8 +30,13 @@ def auc_table(study_dir, cell_names) -> str:
 
 
 def run_study(preset: str = "quick", study_dir=None, data_dir=None, jobs: int | None = None,
-              report: bool = True, force: bool = False, echo=print, progress: bool = True) -> int:
-    """Run a whole study; return the number of failed cells. Every stage skips finished work."""
+              report: bool = True, force: bool = False, echo=print, progress: bool = True,
+              run_options: dict | None = None) -> int:
+    """Run a whole study; return the number of failed cells. Every stage skips finished work.
+
+    ``run_options`` go to :func:`~monai_cxr.bundle.executor.run_cells` (e.g. ``executor="ray",
+    address="auto"``), so a preset can run on a cluster as well as here.
+    """
     from monai_cxr.bundle.executor import run_cells
     from monai_cxr.bundle.generate import generate
     from monai_cxr.data.prepare import prepare
@@ -53,7 +58,7 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, jobs: int | 
     prepare(dataset="nih", data_dir=data_dir, study_dir=study_dir, resolutions=p.grid.resolutions,
             seed=p.split_seed, echo=echo, progress=progress)
     generate(study_dir, copy.deepcopy(p.grid), force=force, echo=echo)
-    summary = run_cells(study_dir, jobs=jobs or p.jobs, echo=echo, progress=progress)
+    summary = run_cells(study_dir, jobs=jobs or p.jobs, echo=echo, progress=progress, **(run_options or {}))
     names = summary.finished + summary.skipped
     if report and names:
         from monai_cxr.report import make_report
