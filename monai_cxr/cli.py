@@ -199,6 +199,8 @@ def delong_command(csv_file, truth_col, score_cols, level, as_json):
 
     if len(set(score_cols)) != len(score_cols):
         raise CxrError(f"--score-col repeats a column: {', '.join(score_cols)}")
+    if truth_col in score_cols:
+        raise CxrError(f"column {truth_col!r} is given as both --truth-col and --score-col")
     columns = _read_csv_columns(csv_file, [truth_col, *score_cols])
     for line, value in enumerate(columns[truth_col], start=2):
         if value not in (0.0, 1.0):

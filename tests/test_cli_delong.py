@@ -76,6 +76,8 @@ def test_table_names_models_and_figures(csv_file, capsys):
         (None, ["--truth-col", "label", "--score-col", "nope"], "no column 'nope'"),
         (None, ["--truth-col", "truth", "--score-col", "s1"], "no column 'truth'"),
         (None, ["--truth-col", "label", "--score-col", "s1", "--score-col", "s1"], "repeats"),
+        (None, ["--truth-col", "label", "--score-col", "label", "--score-col", "s1"],
+         "both --truth-col and --score-col"),
         (("img3,", "img3,2"), ["--truth-col", "label", "--score-col", "s1"], "line 5: truth column 'label' holds 2"),
         ("nan", ["--truth-col", "label", "--score-col", "s1"], "not a finite number"),
         ("text", ["--truth-col", "label", "--score-col", "s1"], "holds 'abc'"),

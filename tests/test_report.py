@@ -258,6 +258,29 @@ def test_cli_without_finished_cell_is_one_line_error(tmp_path, capsys):
     assert err.startswith("monai-cxr: error: no finished cell") and "\n" not in err
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda cell: (cell / "cell.json").write_text(
+        (cell / "cell.json").read_text().replace('"resolution": 64', '"resolution": "abc"')),
+     "resolution and seed must be integers"),
+    (lambda cell: (cell / "predictions.csv").write_text(
+        (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,1,inf\n", 1)),
+     "score must hold finite numbers"),
+    (lambda cell: (cell / "predictions.csv").write_text(
+        (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,1,high\n", 1)),
+     "score must hold finite numbers"),
+])
+def test_bad_cell_files_are_one_line_errors(tmp_path, capsys, edit, message):
+    from monai_cxr.cli import main
+
+    cell = write_cell(tmp_path, "Mass", "resnet34", 64, 0, y=[0, 1, 0, 1, 0, 1], score=[.1, .9, .2, .8, .4, .6])
+    edit(cell)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--study-dir", str(tmp_path), "--no-tensorboard"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
 def test_rerun_replaces_the_report(full, tmp_path):
     study, truth, _ = full
     copy = tmp_path / "study"

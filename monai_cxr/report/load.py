@@ -67,6 +67,7 @@ def _read_json(path: Path) -> dict:
 
 def read_predictions(path: Path):
     """Read a cell's ``predictions.csv``, checking the contract's columns and 0/1 labels."""
+    import numpy as np
     import pandas as pd
 
     try:
@@ -79,13 +80,14 @@ def read_predictions(path: Path):
                        f"expected {', '.join(PREDICTION_COLUMNS)}")
     if not frame["label"].isin([0, 1]).all():
         raise CxrError(f"{path}: column label must hold 0 or 1 only")
-    if frame["score"].isna().any():
-        raise CxrError(f"{path}: column score has empty values")
+    score = pd.to_numeric(frame["score"], errors="coerce")
+    if not np.isfinite(score.to_numpy(dtype=float)).all():
+        raise CxrError(f"{path}: column score must hold finite numbers (found empty, text or inf)")
     if frame["image_id"].duplicated().any():
         dup = frame.loc[frame["image_id"].duplicated(), "image_id"].iloc[0]
         raise CxrError(f"{path}: image_id {dup!r} appears more than once")
     frame["label"] = frame["label"].astype(int)
-    frame["score"] = frame["score"].astype(float)
+    frame["score"] = score.astype(float)
     # in image_id order, so two cells on the same images pair up row by row
     return frame.sort_values("image_id", ignore_index=True, kind="stable")
 
@@ -95,8 +97,13 @@ def _read_cell(folder: Path) -> Cell:
     absent = [k for k in CELL_KEYS if k not in info]
     if absent:
         raise CxrError(f"{folder / 'cell.json'} lacks {', '.join(absent)}")
+    try:
+        resolution, seed = int(info["resolution"]), int(info["seed"])
+    except (TypeError, ValueError):
+        raise CxrError(f"{folder / 'cell.json'}: resolution and seed must be integers, got "
+                       f"{info['resolution']!r} and {info['seed']!r}") from None
     cell = Cell(name=folder.name, label=str(info["label"]), arch=str(info["arch"]),
-                resolution=int(info["resolution"]), seed=int(info["seed"]))
+                resolution=resolution, seed=seed)
     run_path = folder / "run.json"
     if not run_path.exists():
         cell.reason = "not run yet (no run.json)"

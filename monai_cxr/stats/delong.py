@@ -390,7 +390,11 @@ def _check_truth(y_true) -> np.ndarray:
 
 
 def _check_scores(scores, n: int) -> np.ndarray:
-    s = np.asarray(scores)
+    try:
+        s = np.asarray(scores)
+    except ValueError:  # ragged rows
+        raise CxrError(f"scores must have shape ({n},) or (k, {n}) to match y_true; "
+                       "its rows differ in length") from None
     if s.dtype.kind == "b":
         s = s.astype(np.uint8)
     elif s.dtype.kind not in "iuf":
