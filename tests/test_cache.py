@@ -121,3 +121,14 @@ def test_too_large_resolution_names_the_source_size(tmp_path):
     index = _images(tmp_path / "img", n=2, size=(40, 30))
     with pytest.raises(CxrError, match=r"resolution 64 exceeds the source size .*\(40 px"):
         build_cache(index, tmp_path / "cache", [16, 64], workers=1, progress=False)
+
+
+def test_a_failed_rebuild_never_leaves_a_manifest_listing_deleted_arrays(tmp_path):
+    index = _images(tmp_path / "img", n=3, size=(40, 40))
+    build_cache(index, tmp_path / "cache", [16], workers=1, progress=False)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(index["path"][0])  # now too small
+    with pytest.raises(CxrError, match="exceeds the source size"):
+        build_cache(index, tmp_path / "cache", [16], workers=1, progress=False, echo=lambda *_: None)
+    assert cache_mod.complete_resolutions(tmp_path / "cache") == []
+    with pytest.raises(CxrError, match="resolution 16 is not in the cache"):
+        open_cache(tmp_path / "cache", 16)

@@ -59,6 +59,18 @@ def test_labels_without_positives_are_named_in_one_line(tmp_path):
     assert len(notes) == 1 and "Pneumonia" in notes[0] and "Mass" not in notes[0].split(":")[-1]
 
 
+def test_bad_cache_settings_are_refused_before_anything_is_written(tmp_path):
+    from monai_cxr.data.prepare import prepare
+    from monai_cxr.errors import CxrError
+
+    write_release(tmp_path / "nih", patients=5)
+    for kwargs, message in (({"resolutions": [0, 16]}, "not a positive integer"),
+                            ({"resolutions": [16], "square": "stretch"}, "square policy 'stretch'")):
+        with pytest.raises(CxrError, match=message):
+            prepare(dataset="nih", data_dir=tmp_path / "nih", study_dir=tmp_path / "s", **kwargs)
+        assert not (tmp_path / "s").exists()
+
+
 def test_no_cache_flag_skips_the_cache(tmp_path):
     write_release(tmp_path / "nih", patients=6)
     main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),

@@ -90,10 +90,9 @@ def _load_tables(study_dir: Path):
 
 
 def _cache_resolutions(study_dir: Path) -> list[int]:
-    manifest = study_dir / "data" / "cache" / "manifest.json"
-    if manifest.is_file():
-        return sorted(int(r) for r in json.loads(manifest.read_text()).get("complete", []))
-    return sorted(int(p.stem[1:]) for p in (study_dir / "data" / "cache").glob("r*.npy") if p.stem[1:].isdigit())
+    from monai_cxr.data.cache import complete_resolutions
+
+    return complete_resolutions(study_dir / "data" / "cache")
 
 
 def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:

@@ -196,6 +196,17 @@ def _load_manifest(cache_dir: Path) -> dict:
         return {}
 
 
+def check_settings(resolutions, square: str) -> list[int]:
+    """The resolutions sorted and unique, or one line on a bad resolution or square policy."""
+    if square not in SQUARE_POLICIES:
+        raise CxrError(f"square policy {square!r} is not one of {', '.join(SQUARE_POLICIES)}")
+    resolutions = sorted({int(r) for r in resolutions})
+    bad = [r for r in resolutions if r <= 0]
+    if bad:
+        raise CxrError(f"resolution {bad[0]} is not a positive integer")
+    return resolutions
+
+
 def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, square: str = "pad",
                 workers: int = 0, echo=print, progress: bool = True, images=None) -> dict:
     """Build (or finish, or reuse) the cache for ``index`` at ``resolutions``; return the manifest.
@@ -204,12 +215,7 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
     """
     from tqdm.auto import tqdm
 
-    if square not in SQUARE_POLICIES:
-        raise CxrError(f"square policy {square!r} is not one of {', '.join(SQUARE_POLICIES)}")
-    resolutions = sorted({int(r) for r in resolutions})
-    bad = [r for r in resolutions if r <= 0]
-    if bad:
-        raise CxrError(f"resolution {bad[0]} is not a positive integer")
+    resolutions = check_settings(resolutions, square)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     n = len(index)
@@ -225,6 +231,7 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
             old.unlink()
         manifest = {"format": FORMAT, "fingerprint": fp, "square": square, "n_images": n,
                     "complete": [], "building": None}
+        write_json(cache_dir / "manifest.json", manifest)  # never lists deleted arrays
     todo = [r for r in resolutions if r not in manifest["complete"]]
     if not todo:
         echo(f"cache: {', '.join(map(str, resolutions))} px up to date ({n} images)")
@@ -282,11 +289,16 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
     return manifest
 
 
+def complete_resolutions(cache_dir: str | os.PathLike) -> list[int]:
+    """The resolutions the cache holds in full (per its manifest; none without one)."""
+    return sorted(int(r) for r in _load_manifest(Path(cache_dir)).get("complete", []))
+
+
 def open_cache(cache_dir: str | os.PathLike, resolution: int) -> np.ndarray:
     """The cached images at ``resolution`` as a read-only memory map (N, R, R)."""
-    manifest = _load_manifest(Path(cache_dir))
-    if int(resolution) not in manifest.get("complete", []):
-        have = ", ".join(map(str, manifest.get("complete", []))) or "none"
+    complete = complete_resolutions(cache_dir)
+    if int(resolution) not in complete:
+        have = ", ".join(map(str, complete)) or "none"
         raise CxrError(f"resolution {resolution} is not in the cache {cache_dir} (complete: {have}); "
                        f"run `monai-cxr prepare --resolutions ...` with it")
     return np.load(cache_file(cache_dir, resolution), mmap_mode="r")

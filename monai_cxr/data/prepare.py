@@ -147,6 +147,9 @@ def prepare(dataset: str, data_dir, study_dir, resolutions, split: str | None = 
     if view not in VIEWS:
         raise CxrError(f"view {view!r} is not one of {', '.join(VIEWS)}")
     split = split or DEFAULT_SPLIT[dataset]
+    if cache:  # before anything is written: a failed prepare leaves the study as it was
+        from monai_cxr.data.cache import check_settings
+        resolutions = check_settings(resolutions, square)
     data_dir = Path(data_dir).resolve() if data_dir is not None else None
     study_dir = Path(study_dir)
     source = read_source(dataset, data_dir, view, drop_missing, echo, uncertain=uncertain, table=table)
