@@ -111,3 +111,22 @@ def test_run_without_a_grid_and_paper_without_data_are_one_line_errors(study_cop
                           (["study", "--preset", "paper", "--study-dir", str(study_copy / "p")], "needs --data-dir")):
         proc = subprocess.run([*CLI, *args], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_an_interrupted_runner_stops_its_cell_process_and_releases_the_lock(study_copy):
+    from monai_cxr.bundle.executor import run_cell
+
+    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=quiet)
+    cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
+    seen = []
+
+    def interrupt(proc):
+        seen.append(proc)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell, on_start=interrupt)
+    assert seen[0].poll() is not None  # the cell's process was stopped, not left running
+    with open(cell / ".lock") as f:  # and its lock is free again
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not (cell / "run.json").exists()

@@ -129,9 +129,17 @@ def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int 
             proc = subprocess.Popen(bundle_command(cell_dir, nproc_per_node=nproc_per_node), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cell_dir, env=env,
                                     pass_fds=(fd,))
-        if on_start is not None:
-            on_start(proc)
-        returncode = proc.wait()
+        try:
+            if on_start is not None:
+                on_start(proc)
+            returncode = proc.wait()
+        except BaseException:  # interrupted (Ctrl-C, a cancelled Ray task): stop the cell too
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
     finally:
         os.close(fd)
     if returncode == 0 and (cell_dir / "run.json").is_file():

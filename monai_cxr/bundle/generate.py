@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from monai_cxr.bundle.grid import INDEX_COLUMNS, Cell, cells
+from monai_cxr.bundle.grid import Cell, cells
 from monai_cxr.bundle.networks import ARCHS, MIN_RESOLUTION, network_def
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_json, write_text
@@ -97,10 +97,6 @@ def _cache_resolutions(study_dir: Path) -> list[int]:
 
 def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
     """Refuse, with one line each, what the data cannot support."""
-    valid = [c for c in index.columns if c not in INDEX_COLUMNS]
-    for label in settings.labels:
-        if label not in valid:
-            raise CxrError(f"unknown label {label!r}; labels of this dataset: {', '.join(valid)}")
     for arch in settings.archs:
         if arch not in ARCHS:
             raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
@@ -210,11 +206,13 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     _safe_path(study_dir, "study path")
     if not (study_dir / "study.json").is_file():
         raise CxrError(f"{study_dir / 'study.json'} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
-    if settings.initial_weights:
-        settings.initial_weights = _safe_path(Path(settings.initial_weights).resolve(), "initial weights path")
+    if settings.initial_weights:  # a copy: the caller's settings (a preset's, say) stay as given
+        settings = replace(settings, initial_weights=_safe_path(Path(settings.initial_weights).resolve(),
+                                                               "initial weights path"))
     index, split = _load_tables(study_dir)
-    # a label may be named as any release names it (Effusion / Pleural Effusion): use the column
-    settings.labels = [resolve_label(label, label_columns(index)) for label in settings.labels]
+    # a label may be named as any release names it (Effusion / Pleural Effusion): use the column;
+    # an unknown one is refused here with the dataset's labels
+    settings = replace(settings, labels=[resolve_label(label, label_columns(index)) for label in settings.labels])
     check_grid(settings, index, split, _cache_resolutions(study_dir))
     template = template_dir()
     grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 from monai_cxr.errors import CxrError
 
-__all__ = ["Cell", "cells", "label_slug", "INDEX_COLUMNS"]
-
-INDEX_COLUMNS = ("image_id", "patient_id", "view", "path")
+__all__ = ["Cell", "cells", "label_slug"]
 
 
 def label_slug(label: str) -> str:

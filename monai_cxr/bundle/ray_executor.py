@@ -53,7 +53,7 @@ def ray_outcomes(cell_paths: list[Path], jobs: int | None = None, address: str |
     if nproc_per_node > 1 and gpus_per_cell and gpus_per_cell != nproc_per_node:
         raise CxrError(f"--gpus-per-cell {gpus_per_cell} differs from --nproc-per-node {nproc_per_node}; "
                        f"a multi-GPU cell runs one process per GPU")
-    started_here = not _import_ray().is_initialized() and not address
+    owned = not _import_ray().is_initialized()  # a Ray the caller set up stays up
     ray = start_ray(address)
     try:
         from monai_cxr.bundle.executor import run_cell
@@ -74,11 +74,11 @@ def ray_outcomes(cell_paths: list[Path], jobs: int | None = None, address: str |
                 done, running = ray.wait(running, num_returns=1)
                 yield ray.get(done[0])
         except BaseException:
-            for ref in running:  # a cancelled task's cell keeps no run.json: a rerun redoes it
-                ray.cancel(ref, force=True)
+            for ref in running:  # KeyboardInterrupt in the task: run_cell stops the cell's process
+                ray.cancel(ref)
             raise
     finally:
-        if started_here or address:
+        if owned:
             ray.shutdown()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -57,8 +56,11 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, jobs: int | 
         raise CxrError(f"preset {p.name!r} needs --data-dir (the folder of the NIH ChestX-ray14 release)")
     prepare(dataset="nih", data_dir=data_dir, study_dir=study_dir, resolutions=p.grid.resolutions,
             seed=p.split_seed, echo=echo, progress=progress)
-    generate(study_dir, copy.deepcopy(p.grid), force=force, echo=echo)
-    summary = run_cells(study_dir, jobs=jobs or p.jobs, echo=echo, progress=progress, **(run_options or {}))
+    generate(study_dir, p.grid, force=force, echo=echo)
+    run_options = run_options or {}
+    if jobs is None and run_options.get("executor", "local") == "local":
+        jobs = p.jobs  # the preset's local parallelism; Ray fills the cluster by default
+    summary = run_cells(study_dir, jobs=jobs, echo=echo, progress=progress, **run_options)
     names = summary.finished + summary.skipped
     if report and names:
         from monai_cxr.report import make_report
