@@ -35,9 +35,14 @@ def load_study(study_dir: str | Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        study = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CxrError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise CxrError(f"{path} is not a text file") from None
+    if not isinstance(study, dict):
+        raise CxrError(f"{path} must hold a JSON object, not {type(study).__name__}")
+    return study
 
 
 def update_study(study_dir: str | Path, **sections) -> dict:

@@ -101,6 +101,8 @@ def _replace_npz(path, **changes):
     (lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.full((4, 14), 2, np.uint8)),
      r"val_labels row 0 column 'Atelectasis' holds 2"),
     (lambda p: (p / "chestmnist_64.npz").write_bytes(b"not a zip"), "cannot read .* as an .npz"),
+    (lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.array([[None] * 14] * 4, dtype=object)),
+     "cannot read val_labels"),
 ])
 def test_broken_files_are_one_clear_error(tmp_path, change, message):
     write_chestmnist(tmp_path, sides=(28, 64))

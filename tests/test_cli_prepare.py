@@ -76,3 +76,13 @@ def test_no_cache_flag_skips_the_cache(tmp_path):
     main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
           "--no-cache"])
     assert (tmp_path / "s/data/split.csv").is_file() and not (tmp_path / "s/data/cache").exists()
+
+
+@pytest.mark.parametrize("text, message", [("[1, 2]", "must hold a JSON object"), ("{", "not valid JSON")])
+def test_a_broken_study_json_is_one_line(tmp_path, text, message):
+    from monai_cxr.errors import CxrError
+    from monai_cxr.studyfile import load_study
+
+    (tmp_path / "study.json").write_text(text)
+    with pytest.raises(CxrError, match=message):
+        load_study(tmp_path)

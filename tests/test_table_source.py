@@ -127,3 +127,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
         main(["prepare", "--study-dir", str(tmp_path / "s"), *args])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_blank_id_column_cell_is_refused(tmp_path):
+    write_table(tmp_path)
+    table = tmp_path / "tables/study.csv"
+    lines = table.read_text().splitlines()
+    lines = [lines[0] + ",id"] + [f"{line},i{k}" for k, line in enumerate(lines[1:])]
+    lines[3] = lines[3].rsplit(",", 1)[0] + ","
+    table.write_text("\n".join(lines) + "\n")
+    options = TableOptions(table=str(table), id_col="id", **COLUMNS)
+    with pytest.raises(CxrError, match="line 4: column 'id' is blank"):
+        prepare("csv", None, tmp_path / "s", [8], table=options, cache=False, echo=lambda m: None)

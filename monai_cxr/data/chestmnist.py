@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,14 @@ def parse_reference(path: str) -> tuple[str, str, int]:
 
 def _member_header(archive: zipfile.ZipFile, key: str):
     """``(shape, dtype, data offset)`` of the ``.npy`` member ``key`` without reading its data."""
-    with archive.open(f"{key}.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(handle)
-        return shape, dtype, fortran, handle.tell()
+    try:
+        with archive.open(f"{key}.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(handle)
+            return shape, dtype, fortran, handle.tell()
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CxrError(f"cannot read {key} of {archive.filename}: {exc}") from None
 
 
 def inspect_npz(path: Path) -> dict:
@@ -124,8 +128,11 @@ def find_files(data_dir) -> dict[int, Path]:
 
 
 def _read_labels(path: Path, split: str) -> np.ndarray:
-    with np.load(path) as npz:
-        labels = npz[f"{split}_labels"]
+    try:
+        with np.load(path) as npz:
+            labels = npz[f"{split}_labels"]
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CxrError(f"cannot read {split}_labels of {path}: {exc}") from None
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -175,8 +182,13 @@ class _Stream:
         if not 0 <= start <= stop <= self.n:
             raise CxrError(f"rows {start}-{stop} are outside the {self.n} images of {self.archive.filename}")
         nbytes = self.side * self.side
-        self.handle.seek(self.offset + start * nbytes)  # forward seeks in row order stay cheap
-        data = self.handle.read((stop - start) * nbytes)
+        try:
+            self.handle.seek(self.offset + start * nbytes)  # forward seeks in row order stay cheap
+            data = self.handle.read((stop - start) * nbytes)
+        except (OSError, zipfile.BadZipFile, zlib.error) as exc:
+            raise CxrError(f"cannot read images of {self.archive.filename}: {exc}") from None
+        if len(data) != (stop - start) * nbytes:
+            raise CxrError(f"{self.archive.filename} is truncated: rows {start}-{stop} are incomplete")
         return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, self.side, self.side)
 
     def close(self):
