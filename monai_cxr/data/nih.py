@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monai_cxr.data.table import check_files
+from monai_cxr.data.table import check_files, check_unique, read_csv_table
+from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
 
 LABELS = (
@@ -37,24 +38,11 @@ def find_entry_csv(data_dir: Path) -> Path:
 
 
 def read_entries(csv_path: Path) -> pd.DataFrame:
-    """The data-entry table with its required columns checked and label strings parsed."""
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CxrError(f"cannot parse {csv_path.name}: {str(exc).splitlines()[0]}") from None
-    table.columns = [str(c).strip() for c in table.columns]
+    """The data-entry table with its required columns checked (and a trailing empty column dropped)."""
+    table = read_csv_table(csv_path, REQUIRED)
     table = table.loc[:, [c for c in table.columns if not c.startswith("Unnamed:")]]
-    missing = [c for c in REQUIRED if c not in table.columns]
-    if missing:
-        raise CxrError(f"{csv_path.name} lacks column(s) {', '.join(map(repr, missing))}; "
-                       f"found {', '.join(map(repr, table.columns))}")
-    if table.empty:
-        raise CxrError(f"{csv_path.name} has no rows")
-    dup = table["Image Index"].duplicated(keep=False)
-    if dup.any():
-        first = table.loc[dup, "Image Index"].unique()[:3]
-        raise CxrError(f"{csv_path.name}: duplicate image ids ({int(dup.sum())} rows), e.g. "
-                       + ", ".join(first))
+    table["Image Index"] = table["Image Index"].str.strip()
+    check_unique(table["Image Index"], csv_path.name)
     return table
 
 
@@ -106,22 +94,18 @@ def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool 
     Parameters
     ----------
     data_dir : folder holding ``Data_Entry_2017*.csv`` and the image folders.
-    view : ``"PA"``, ``"AP"`` or ``"all"``.
+    view : a ``--view`` choice (``"all"``, ``"frontal"``, ``"PA"``, ``"AP"``; see views.py).
     drop_missing : drop rows whose image file is absent instead of failing.
     """
     data_dir = Path(data_dir)
     table = read_entries(find_entry_csv(data_dir))
     index = pd.DataFrame({
-        "image_id": table["Image Index"].str.strip(),
+        "image_id": table["Image Index"],
         "patient_id": table["Patient ID"].str.strip(),
         "view": table["View Position"].str.strip().str.upper(),
     })
     index = pd.concat([index, label_matrix(table["Finding Labels"])], axis=1)
-    if view != "all":
-        index = index[index["view"] == view]
-        if index.empty:
-            raise CxrError(f"no {view} images in {data_dir}; views present: "
-                           + ", ".join(sorted(table['View Position'].str.strip().unique())))
+    index = select_view(index, view, str(data_dir))  # before the file lookups: fewer to check
     index.insert(3, "path", locate_images(data_dir, index["image_id"]))
     return check_files(index, data_dir, drop_missing, echo)
 

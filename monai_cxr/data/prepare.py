@@ -59,9 +59,7 @@ def read_source(dataset: str, data_dir, view: str, drop_missing: bool, echo, unc
             raise CxrError(f"{given[0]} applies to --dataset csv, not {dataset}")
     if dataset == "nih":
         from monai_cxr.data.nih import read_nih
-        index = read_nih(data_dir, view=view if view in ("PA", "AP") else "all", drop_missing=drop_missing,
-                         echo=echo)
-        return Source(select_view(index, view, str(data_dir)))
+        return Source(read_nih(data_dir, view=view, drop_missing=drop_missing, echo=echo))
     if dataset == "chexpert":
         from monai_cxr.data.chexpert import read_chexpert
         uncertain = uncertain or "ones"
