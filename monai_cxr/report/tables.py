@@ -135,7 +135,8 @@ def compare_cells(a: Cell, b: Cell, level: float = 0.95) -> dict:
         c, auc_a, auc_b, paired, n_cases = r.compare(0, 1), r.auc[0], r.auc[1], True, len(ya)
     else:
         c = delong_unpaired(ya, sa, yb, sb, level=level)
-        auc_a, auc_b = delong(ya, sa).auc[0], delong(yb, sb).auc[0]
+        auc_a = delong(ya, sa).auc[0]
+        auc_b = auc_a - c.diff
         paired, n_cases = False, len(ya) + len(yb)
     return {"paired": paired, "n_cases": n_cases, "auc_a": float(auc_a), "auc_b": float(auc_b),
             "diff": c.diff, "diff_se": c.se, "diff_ci_low": c.ci_low, "diff_ci_high": c.ci_high,
@@ -185,12 +186,7 @@ def add_holm(frame, by: str = "label"):
 
     frame["p_holm"] = np.nan
     for _, index in frame.groupby(by, sort=False).groups.items():
-        p = frame.loc[index, "p_value"].to_numpy(dtype=float)
-        ok = ~np.isnan(p)
-        if ok.any():
-            adjusted = np.full(len(p), np.nan)
-            adjusted[ok] = holm(p[ok])
-            frame.loc[index, "p_holm"] = adjusted
+        frame.loc[index, "p_holm"] = holm(frame.loc[index, "p_value"].to_numpy(dtype=float))  # NaN-aware
     return frame
 
 
@@ -230,7 +226,7 @@ def best_table(cells: list[Cell], alpha: float = 0.05, level: float = 0.95):
         best_cell = next(c for c in group if c.resolution == best)
         others = [c for c in group if c.resolution != best]
         p = [compare_cells(best_cell, c, level)["p_value"] for c in others]
-        p_adj = holm(np.asarray(p)) if p else np.array([])
+        p_adj = holm(np.asarray(p, dtype=float))
         beaten = [c.resolution for c, q in zip(others, p_adj) if q < alpha]
         tied = [c.resolution for c, q in zip(others, p_adj) if not q < alpha]
         rows.append({"label": label, "arch": arch, "seed": seed, "best_resolution": best,
