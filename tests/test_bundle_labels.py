@@ -34,3 +34,18 @@ def test_unknown_rows_do_not_count_as_negatives(tmp_path):
                                              else i % 2})
     with pytest.raises(CxrError, match="no negative images in the validation fold"):
         generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=quiet)
+
+
+def test_ids_that_look_like_missing_values_stay_text(tmp_path):
+    import pandas as pd
+
+    study = make_hand_study(tmp_path / "s", {"Mass": lambda i: i % 2})
+    index = pd.read_csv(study / "data/index.csv", dtype=str)
+    split = pd.read_csv(study / "data/split.csv", dtype=str)
+    for table in (index, split):
+        table.loc[table["patient_id"] == "pat001", "patient_id"] = "NA"
+    index.to_csv(study / "data/index.csv", index=False)
+    split.to_csv(study / "data/split.csv", index=False)
+    generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=quiet)
+    datalist = json.loads((study / "bundles/mass__resnet34__r16__s0/datalist.json").read_text())
+    assert "NA" in {d["patient_id"] for d in datalist["training"]}

@@ -82,8 +82,9 @@ def _load_tables(study_dir: Path):
     for path in (index_csv, split_csv):
         if not path.is_file():
             raise CxrError(f"{path} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
-    index = pd.read_csv(index_csv, dtype={"image_id": str, "patient_id": str})
-    split = pd.read_csv(split_csv, dtype={"image_id": str, "patient_id": str})
+    # ids are text as written: a patient called "NA" must not become NaN
+    index = pd.read_csv(index_csv, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
+    split = pd.read_csv(split_csv, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
     if len(index) != len(split) or not (index["image_id"].to_numpy() == split["image_id"].to_numpy()).all():
         raise CxrError(f"{split_csv} does not list the images of {index_csv} in the same order; rerun prepare")
     return index, split

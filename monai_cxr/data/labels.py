@@ -58,11 +58,6 @@ def resolve_label(name: str, columns) -> str:
     raise CxrError(f"unknown label {name!r}; labels of this dataset: {', '.join(columns) or 'none'}")
 
 
-def known(index: pd.DataFrame, label: str) -> pd.Series:
-    """Rows whose ``label`` is known (0 or 1): the rows a study of that label may use."""
-    return index[label] != UNKNOWN
-
-
 def fold_counts(index: pd.DataFrame, folds: pd.DataFrame, label: str) -> dict[str, tuple[int, int]]:
     """``{fold: (positives, negatives)}`` of ``label``, unknown (-1) rows left out."""
     values = index[label].to_numpy()

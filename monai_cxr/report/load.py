@@ -71,7 +71,7 @@ def read_predictions(path: Path):
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise CxrError(f"cannot read {path}: {exc}") from None
     absent = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
