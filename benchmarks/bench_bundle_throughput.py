@@ -34,8 +34,8 @@ def bare_loop(cache_file, labels, args) -> list[float]:
     import torch
     from monai.bundle import ConfigParser
 
-    from monai_cxr.bundle.networks import network_def
-    from monai_cxr.bundle.sampling import SubsampleSampler
+    from monai_cxr.grid.networks import network_def
+    from monai_cxr.cell.sampling import SubsampleSampler
 
     torch.manual_seed(0)
     cache = np.load(cache_file, mmap_mode="r")
@@ -78,7 +78,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from conftest import make_hand_study
-    from monai_cxr.bundle.generate import GridSettings, generate
+
+    from monai_cxr.grid.generate import GridSettings, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         study = make_hand_study(Path(tmp) / "study", {"Mass": None}, n_patients=256,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from monai_cxr.data.cache import build_cache, open_cache
-from monai_cxr.data.nih import read_nih
 from monai_cxr.data.phantom import synthesize
+from monai_cxr.data.sources.nih import read_nih
 
 PAPER = [32, 64, 128, 224, 256, 320, 448, 512, 600]
 

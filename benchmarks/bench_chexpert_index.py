@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from chexpert_layout import HEADER, LABELS  # noqa: E402
-from monai_cxr.data.chexpert import read_chexpert  # noqa: E402
+
+from monai_cxr.data.sources.chexpert import read_chexpert  # noqa: E402
 
 CELLS = ("1.0", "", "0.0", "-1.0")
 

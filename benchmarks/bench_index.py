@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_cxr.data.nih import LABELS, read_nih
+from monai_cxr.data.sources.nih import LABELS, read_nih
 from monai_cxr.data.split import patient_split
 
 

@@ -14,7 +14,13 @@ import argparse
 import tempfile
 import time
 
-from monai_cxr.data.phantom import _one_blas_thread, encode_png, plan, render_image, synthesize
+from monai_cxr.data.phantom import (
+    _one_blas_thread,
+    encode_png,
+    plan,
+    render_image,
+    synthesize,
+)
 
 
 def main():

@@ -1,16 +1,26 @@
 """The ``monai-cxr`` command line: parse, validate, call. No study logic lives here.
 
-Heavy imports (torch, monai, pandas) happen inside the commands that need them, so
-``monai-cxr --help`` and ``monai-cxr delong`` start quickly.
+The one deliberate exception to "imports at the top of a module": each command imports the
+module that does its work inside its own body, so ``monai-cxr --help`` and ``monai-cxr
+delong`` start without torch, monai or pandas. Everything below the CLI imports at the top.
+
+Progress and messages of the stages go through :mod:`logging` (logger ``monai_cxr``); the
+CLI shows INFO and above as plain lines on standard output, warnings and errors on
+standard error.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import logging
+import math
 import sys
 
 import click
 
 from monai_cxr import __version__
+from monai_cxr.data.sources import SOURCES
 from monai_cxr.errors import CxrError
 
 
@@ -67,17 +77,18 @@ def cli():
                    "Nodule=0.3,Mass=0.2 (others keep the default 0.25).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes (0: one per CPU core).")
-def synth(out, patients, size, seed, prevalence, workers):
-    """Write the synthetic phantom dataset to OUT in the NIH ChestX-ray14 layout."""
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty (overwrites a phantom there).")
+def synth(out, patients, size, seed, prevalence, workers, force):
+    """Write the synthetic phantom dataset to OUT (a new or empty folder) in the NIH ChestX-ray14 layout."""
     from monai_cxr.data.phantom import parse_prevalence, synthesize
 
     summary = synthesize(out, patients=patients, size=size, seed=seed,
-                         prevalence=parse_prevalence(prevalence), workers=workers)
+                         prevalence=parse_prevalence(prevalence), workers=workers, force=force)
     click.echo(summary)
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["nih", "chexpert", "chestmnist", "csv"]), default="nih",
+@click.option("--dataset", type=click.Choice(list(SOURCES)), default="nih",
               show_default=True, help="Source layout; see docs/datasets.md.")
 @click.option("--data-dir", type=click.Path(),
               help="The release: NIH folder (or `monai-cxr synth` output), CheXpert folder, "
@@ -116,22 +127,19 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
             table, path_col, patient_col, label_cols, view_col, id_col, drop_missing, no_cache, square,
             workers):
     """Index a dataset, split it by patient and build the resize cache in STUDY/data/."""
-    from monai_cxr.data.prepare import TableOptions, prepare as run_prepare
+    from monai_cxr.data.prepare import TableOptions
+    from monai_cxr.data.prepare import prepare as run_prepare
 
     columns = TableOptions(table=table, path_col=path_col, patient_col=patient_col,
                            label_cols=label_cols or [], view_col=view_col, id_col=id_col)
     run_prepare(dataset=dataset, data_dir=data_dir, study_dir=study_dir, resolutions=resolutions,
                 split=split_policy, val_fraction=val_fraction, seed=seed, view=view,
-                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers,
-                echo=click.echo, uncertain=uncertain, table=columns)
+                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers, uncertain=uncertain, table=columns)
 
 
 # ---------------------------------------------------------------------- statistics
 def _read_csv_columns(path, columns):
     """The named columns of a CSV file as lists of floats, or a CxrError naming the problem."""
-    import csv
-    import math
-
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -193,8 +201,6 @@ def delong_command(csv_file, truth_col, score_cols, level, as_json):
 
     Uses pROC's conventions; the direction is never flipped (higher score = positive).
     """
-    import json
-
     from monai_cxr.stats import delong
 
     if len(set(score_cols)) != len(score_cols):
@@ -261,7 +267,8 @@ def generate(study_dir, labels, resolutions, archs, seeds, epochs, batch_size, s
              learning_rate, weight_decay, augment_prob, val_interval, num_workers, amp, channels_last,
              cudnn_benchmark, pin_memory, initial_weights, force):
     """Write one MONAI bundle per (label x resolution x arch x seed) cell under STUDY/bundles/."""
-    from monai_cxr.bundle.generate import GridSettings, generate as run_generate
+    from monai_cxr.grid.generate import GridSettings
+    from monai_cxr.grid.generate import generate as run_generate
 
     settings = GridSettings(labels=labels, resolutions=resolutions, archs=archs, seeds=seeds, epochs=epochs,
                             batch_size=batch_size, subsample=subsample, balanced=not no_balance,
@@ -269,7 +276,7 @@ def generate(study_dir, labels, resolutions, archs, seeds, epochs, batch_size, s
                             val_interval=val_interval, num_workers=num_workers, amp=amp,
                             channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, pin_memory=pin_memory,
                             initial_weights=initial_weights)
-    run_generate(study_dir, settings, force=force, echo=click.echo)
+    run_generate(study_dir, settings, force=force)
 
 
 @cli.command("run")
@@ -288,11 +295,11 @@ def generate(study_dir, labels, resolutions, archs, seeds, epochs, batch_size, s
               help="Processes per cell: >1 runs it under torchrun with configs/multi_gpu_train.json (DDP).")
 def run_command(study_dir, jobs, executor, address, gpus_per_cell, cpus_per_cell, nproc_per_node):
     """Run the study's unfinished cells with `python -m monai.bundle run`; finished cells are kept."""
-    from monai_cxr.bundle.executor import run_cells
+    from monai_cxr.run.executor import run_cells
 
     if executor == "local" and (address or gpus_per_cell is not None):
         raise CxrError("--address and --gpus-per-cell apply to --executor ray")
-    if not run_cells(study_dir, jobs=jobs, echo=click.echo, executor=executor, address=address,
+    if not run_cells(study_dir, jobs=jobs, executor=executor, address=address,
                      gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, nproc_per_node=nproc_per_node).ok:
         sys.exit(1)
 
@@ -305,9 +312,9 @@ def run_command(study_dir, jobs, executor, address, gpus_per_cell, cpus_per_cell
 @click.option("--out", "out_csv", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
 def probe(archs, resolutions, memory_budget, device, out_csv):
     """Peak memory of a training step per architecture and resolution, and the largest batch that fits."""
-    from monai_cxr.bundle.probe import parse_size, probe_table
+    from monai_cxr.grid.probe import parse_size, probe_table
 
-    probe_table(archs, resolutions, parse_size(memory_budget), device=device, out_csv=out_csv, echo=click.echo)
+    probe_table(archs, resolutions, parse_size(memory_budget), device=device, out_csv=out_csv)
 
 
 @cli.command()
@@ -324,10 +331,10 @@ def probe(archs, resolutions, memory_budget, device, out_csv):
 @click.option("--address", default=None, help="Ray cluster address, e.g. auto [default: a local Ray].")
 def study(preset, study_dir, data_dir, jobs, force, executor, address):
     """A whole study: (synth) + prepare + generate + run + report. Rerun to resume."""
-    from monai_cxr.bundle.study import run_study
+    from monai_cxr.pipeline import run_study
 
     options = {"executor": executor, "address": address} if executor != "local" else {}
-    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, force=force, echo=click.echo,
+    if run_study(preset, study_dir=study_dir, data_dir=data_dir, jobs=jobs, force=force,
                  run_options=options):
         sys.exit(1)
 
@@ -350,12 +357,34 @@ def report(study_dir, reference_resolution, out_dir, figure_labels, no_tensorboa
     """Summarise finished cells: summary.csv, comparisons.csv, report.md, figures, TensorBoard."""
     from monai_cxr.report import make_report
 
-    make_report(study_dir, out_dir=out_dir, reference_resolution=reference_resolution,
-                echo=click.echo, figure_labels=figure_labels, tensorboard=not no_tensorboard)
+    make_report(study_dir, out_dir=out_dir, reference_resolution=reference_resolution, figure_labels=figure_labels, tensorboard=not no_tensorboard)
+
+
+class _ClickHandler(logging.Handler):
+    """Log records as plain lines through ``click.echo`` (resolved per call, so CliRunner sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING:
+                message = f"{record.levelname.lower()}: {message}"
+            click.echo(message, err=record.levelno >= logging.WARNING)
+        except Exception:  # noqa: BLE001 - logging must never crash the command
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the package's log records to the terminal once, however often ``main`` is called."""
+    logger = logging.getLogger("monai_cxr")
+    logger.setLevel(level)
+    if not any(isinstance(h, _ClickHandler) for h in logger.handlers):
+        logger.addHandler(_ClickHandler())
+    logger.propagate = False
 
 
 def main(argv=None):
     """Entry point: a user's mistake is one line on stderr and exit status 2, no traceback."""
+    configure_logging()
     try:
         code = cli.main(args=argv, prog_name="monai-cxr", standalone_mode=False)
     except click.exceptions.Abort:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from monai_cxr.data.chexpert import LABELS
+from monai_cxr.data.sources.chexpert import LABELS
 
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *LABELS]
 CELLS = ("1.0", "", "0.0", "-1.0")  # positive, unmentioned, negative, uncertain

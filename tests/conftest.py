@@ -7,6 +7,7 @@ Tests that change a study copy it first (``study_copy``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -31,7 +32,7 @@ def tiny_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     synthesize(root / "phantom", patients=24, size=64, seed=0, prevalence=0.4, workers=1)
     prepare(dataset="nih", data_dir=root / "phantom", study_dir=root / "study", resolutions=TINY_RESOLUTIONS,
-            seed=0, workers=1, echo=lambda *a: None, progress=False)
+            seed=0, workers=1, progress=False)
     return root / "study"
 
 
@@ -75,3 +76,21 @@ def make_hand_study(study_dir, labels: dict, n_patients: int = 16, per_patient: 
     (data / "cache" / "manifest.json").write_text(json.dumps({"complete": list(resolutions)}))
     (study_dir / "study.json").write_text(json.dumps({"data": {"dataset": "hand"}, "synthetic": True}))
     return study_dir
+
+
+@pytest.fixture
+def log_lines():
+    """The messages the package logs during a test, as a list of strings (INFO and above)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("monai_cxr")
+    handler, level = Collect(level=logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

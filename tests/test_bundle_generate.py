@@ -1,19 +1,17 @@
 """`monai-cxr generate`: one bundle per cell, configs as data, clear refusals."""
 
 import json
+
 import pandas as pd
 import pytest
-
 from conftest import TINY_GRID, make_hand_study
-from monai_cxr.bundle.generate import GridSettings, generate
+
 from monai_cxr.cli import main
 from monai_cxr.errors import CxrError
+from monai_cxr.grid.generate import GridSettings, generate
 
 HOSTILE = '$__import__("os").system("touch X")'
 
-
-def quiet(*args):
-    pass
 
 
 def settings(**kw):
@@ -21,7 +19,7 @@ def settings(**kw):
 
 
 def test_one_bundle_per_cell_with_the_cells_values(study_copy):
-    generate(study_copy, settings(labels=["Mass", "Nodule"], seeds=[0, 1]), echo=quiet)
+    generate(study_copy, settings(labels=["Mass", "Nodule"], seeds=[0, 1]))
     names = sorted(p.name for p in (study_copy / "bundles").iterdir())
     assert names == sorted(f"{l}__resnet34__r{r}__s{s}" for l in ("mass", "nodule") for r in (16, 32) for s in (0, 1))
     cell = study_copy / "bundles" / "nodule__resnet34__r32__s1"
@@ -50,15 +48,15 @@ def test_one_bundle_per_cell_with_the_cells_values(study_copy):
 
 
 def test_regenerating_leaves_cells_alone_and_protects_finished_ones(study_copy):
-    generate(study_copy, settings(resolutions=[16]), echo=quiet)
+    generate(study_copy, settings(resolutions=[16]))
     cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
     (cell / "run.json").write_text("{}")
     before = {p: p.stat().st_mtime_ns for p in cell.rglob("*")}
-    generate(study_copy, settings(resolutions=[16]), echo=quiet)
+    generate(study_copy, settings(resolutions=[16]))
     assert {p: p.stat().st_mtime_ns for p in cell.rglob("*")} == before
     with pytest.raises(CxrError, match="finished with other settings"):
-        generate(study_copy, settings(resolutions=[16], epochs=3), echo=quiet)
-    generate(study_copy, settings(resolutions=[16], epochs=3), force=True, echo=quiet)
+        generate(study_copy, settings(resolutions=[16], epochs=3))
+    generate(study_copy, settings(resolutions=[16], epochs=3), force=True)
     assert not (cell / "run.json").exists()
     assert json.loads((cell / "configs/train.json").read_text())["epochs"] == 3
 
@@ -89,23 +87,23 @@ def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
 def test_study_path_with_hash_is_refused(tmp_path):
     study = make_hand_study(tmp_path / "a#b", {"Mass": None})
     with pytest.raises(CxrError, match="contains '#'"):
-        generate(study, settings(resolutions=[16]), echo=quiet)
+        generate(study, settings(resolutions=[16]))
 
 
 def test_one_class_validation_fold_is_refused(tmp_path):
     # every val image (patients 0, 4, 8, 12) negative, the train fold mixed
     study = make_hand_study(tmp_path / "s", {"Rare": lambda i: (i // 2) % 4 != 0 and i % 2 == 0})
     with pytest.raises(CxrError, match="label 'Rare' has no positive images in the validation fold"):
-        generate(study, settings(labels=["Rare"], resolutions=[16]), echo=quiet)
+        generate(study, settings(labels=["Rare"], resolutions=[16]))
     # one positive in the val fold (image 0): an AUC, but no DeLong SE
     study = make_hand_study(tmp_path / "t", {"Rare": lambda i: i == 0 or ((i // 2) % 4 != 0 and i % 2 == 0)})
     with pytest.raises(CxrError, match="1 positive and 7 negative images in the validation fold"):
-        generate(study, settings(labels=["Rare"], resolutions=[16]), echo=quiet)
+        generate(study, settings(labels=["Rare"], resolutions=[16]))
 
 
 def test_hostile_label_is_only_data(tmp_path):
     study = make_hand_study(tmp_path / "s", {HOSTILE: None})
-    (cell,) = generate(study, settings(labels=[HOSTILE], resolutions=[16]), echo=quiet)
+    (cell,) = generate(study, settings(labels=[HOSTILE], resolutions=[16]))
     assert cell.name.startswith("import-os-system-touch-x-") and cell.name.endswith("__resnet34__r16__s0")
     assert json.loads((cell / "cell.json").read_text())["label"] == HOSTILE
     for config in (cell / "configs").glob("*.json"):

@@ -6,8 +6,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_cxr.bundle.generate import template_dir
-from monai_cxr.bundle.networks import ARCHS, load_weights, network_def
+from monai_cxr.cell.networks import load_weights
+from monai_cxr.grid.generate import template_dir
+from monai_cxr.grid.networks import ARCHS, network_def
 
 
 def build(arch):

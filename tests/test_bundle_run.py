@@ -7,16 +7,16 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import TINY_GRID, make_hand_study
-from monai_cxr.bundle.generate import GridSettings, generate
+
+from monai_cxr.grid.generate import GridSettings, generate
 
 HOSTILE = '$__import__("os").system("touch X")'
 
 
 def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_path):
     study = make_hand_study(tmp_path / "study", {HOSTILE: lambda i: i % 2}, n_patients=12)
-    (cell,) = generate(study, GridSettings(labels=[HOSTILE], resolutions=[16], **TINY_GRID), echo=lambda *a: None)
+    (cell,) = generate(study, GridSettings(labels=[HOSTILE], resolutions=[16], **TINY_GRID))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from monai_cxr.bundle.sampling import SubsampleSampler
+from monai_cxr.cell.sampling import SubsampleSampler
 
 LABELS = [1] * 10 + [0] * 90
 

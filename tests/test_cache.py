@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from monai_cxr.data import cache as cache_mod
-from monai_cxr.data.cache import build_cache, make_square, open_cache
+from monai_cxr.data.cache import build_cache, open_cache
+from monai_cxr.data.images import FileImages, make_square
 from monai_cxr.errors import CxrError
 
 
@@ -74,26 +75,26 @@ def test_16_bit_and_rgb_sources_become_8_bit(tmp_path):
             np.testing.assert_array_equal(cached[0], rgb)
 
 
-def test_not_rebuilt_when_unchanged_and_rebuilt_when_inputs_change(tmp_path):
+def test_not_rebuilt_when_unchanged_and_rebuilt_when_inputs_change(tmp_path, log_lines):
     index = _images(tmp_path / "img", n=4)
     build_cache(index, tmp_path / "cache", [10, 20], workers=1, progress=False)
     stamp = (tmp_path / "cache" / "r10.npy").stat().st_mtime_ns
-    messages = []
-    build_cache(index, tmp_path / "cache", [10, 20], workers=1, progress=False, echo=messages.append)
+    messages = log_lines
+    build_cache(index, tmp_path / "cache", [10, 20], workers=1, progress=False)
     assert "up to date" in messages[-1]
     assert (tmp_path / "cache" / "r10.npy").stat().st_mtime_ns == stamp
     # a new resolution is added without redoing the old ones
     build_cache(index, tmp_path / "cache", [10, 20, 30], workers=1, progress=False)
     assert (tmp_path / "cache" / "r10.npy").stat().st_mtime_ns == stamp
     Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(index["path"][1])
-    build_cache(index, tmp_path / "cache", [10], workers=1, progress=False, echo=messages.append)
+    build_cache(index, tmp_path / "cache", [10], workers=1, progress=False)
     assert "rebuilding" in messages[-2]
     assert open_cache(tmp_path / "cache", 10)[1].max() == 0
     with pytest.raises(CxrError, match="resolution 20 is not in the cache"):
         open_cache(tmp_path / "cache", 20)
 
 
-def test_a_killed_build_resumes_without_redoing_finished_chunks(tmp_path, monkeypatch):
+def test_a_killed_build_resumes_without_redoing_finished_chunks(tmp_path, monkeypatch, log_lines):
     monkeypatch.setattr(cache_mod, "CHUNK", 4)
     index = _images(tmp_path / "img", n=20)
     good = Image.open(index["path"][13]).copy()
@@ -104,13 +105,14 @@ def test_a_killed_build_resumes_without_redoing_finished_chunks(tmp_path, monkey
     assert manifest["complete"] == [] and manifest["building"]["done"] == [0, 1, 2]
     good.save(index["path"][13])
     # the repaired file changes the fingerprint, so restore the recorded one: a resume, not a rebuild
-    manifest["fingerprint"] = cache_mod.fingerprint(index, "pad")
+    manifest["fingerprint"] = cache_mod.fingerprint(index, "pad", FileImages(index["path"], "pad"))
     (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
     built = []
     real = cache_mod._build_chunk
     monkeypatch.setattr(cache_mod, "_build_chunk", lambda job: built.append(job[0]) or real(job))
-    messages = []
-    build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False, echo=messages.append)
+    messages = log_lines
+    messages.clear()
+    build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False)
     assert sorted(built) == [3, 4] and "resuming" in messages[0]
     for row, path in enumerate(index["path"]):
         direct = np.asarray(Image.open(path).resize((8, 8), Image.BOX))
@@ -128,7 +130,7 @@ def test_a_failed_rebuild_never_leaves_a_manifest_listing_deleted_arrays(tmp_pat
     build_cache(index, tmp_path / "cache", [16], workers=1, progress=False)
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(index["path"][0])  # now too small
     with pytest.raises(CxrError, match="exceeds the source size"):
-        build_cache(index, tmp_path / "cache", [16], workers=1, progress=False, echo=lambda *_: None)
+        build_cache(index, tmp_path / "cache", [16], workers=1, progress=False)
     assert cache_mod.complete_resolutions(tmp_path / "cache") == []
     with pytest.raises(CxrError, match="resolution 16 is not in the cache"):
         open_cache(tmp_path / "cache", 16)

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from chestmnist_layout import SIZES, npz_name, write_chestmnist
 from PIL import Image
 
-from chestmnist_layout import SIZES, npz_name, write_chestmnist
 from monai_cxr.data import cache as cache_mod
 from monai_cxr.data.cache import build_cache, open_cache
-from monai_cxr.data.chestmnist import FILE_ORDER, NpzImages, read_chestmnist
 from monai_cxr.data.prepare import prepare
+from monai_cxr.data.sources.chestmnist import FILE_ORDER, NpzImages, read_chestmnist
 from monai_cxr.errors import CxrError
 
 NIH_NAMES = {"Effusion", "Pleural_Thickening", "Atelectasis", "Hernia"}
@@ -32,11 +32,11 @@ def test_index_rows_labels_and_references(tmp_path):
 
 
 @pytest.mark.parametrize("compressed", [True, False])
-def test_cache_copies_each_size_and_resizes_from_the_largest(tmp_path, monkeypatch, compressed):
+def test_cache_copies_each_size_and_resizes_from_the_largest(tmp_path, monkeypatch, compressed, log_lines):
     monkeypatch.setattr(cache_mod, "CHUNK", 3)  # chunks straddle the train/val/test boundaries
     write_chestmnist(tmp_path / "mn", sides=(28, 64), compressed=compressed)
-    messages = []
-    prepare("chestmnist", tmp_path / "mn", tmp_path / "s", [16, 28, 64], echo=messages.append, progress=False)
+    messages = log_lines
+    prepare("chestmnist", tmp_path / "mn", tmp_path / "s", [16, 28, 64], progress=False)
     index = pd.read_csv(tmp_path / "s/data/index.csv")
     split = pd.read_csv(tmp_path / "s/data/split.csv")
     assert split["fold"].value_counts().to_dict() == SIZES
@@ -59,13 +59,13 @@ def test_cache_copies_each_size_and_resizes_from_the_largest(tmp_path, monkeypat
 
 def test_a_single_file_is_the_only_source(tmp_path):
     write_chestmnist(tmp_path, sides=(28, 64))
-    prepare("chestmnist", tmp_path / "chestmnist_64.npz", tmp_path / "s", [28], echo=lambda m: None,
+    prepare("chestmnist", tmp_path / "chestmnist_64.npz", tmp_path / "s", [28],
             progress=False)
     manifest = json.loads((tmp_path / "s/data/cache/manifest.json").read_text())
     assert manifest["origin"] == {"28": "area-resized from chestmnist_64.npz (64 px)"}
     # the index alone (no explicit files) names the same source
     index = pd.read_csv(tmp_path / "s/data/index.csv")
-    source = cache_mod.images_for(index)
+    source = NpzImages.from_references(index["path"])
     assert isinstance(source, NpzImages) and source.files == {64: str(tmp_path / "chestmnist_64.npz")}
 
 

@@ -6,13 +6,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from chexpert_layout import HAND_ROWS, generated_rows, write_chexpert
 from PIL import Image
 
-from chexpert_layout import HAND_ROWS, generated_rows, write_chexpert
 from monai_cxr.cli import main
-from monai_cxr.data.cache import make_square, open_cache, read_image
-from monai_cxr.data.chexpert import LABELS, read_chexpert
+from monai_cxr.data.cache import open_cache
+from monai_cxr.data.images import make_square, read_image
 from monai_cxr.data.prepare import prepare
+from monai_cxr.data.sources.chexpert import LABELS, read_chexpert
 from monai_cxr.errors import CxrError
 
 
@@ -104,9 +105,9 @@ def test_missing_release_and_missing_images(tmp_path):
     (release / "train" / HAND_ROWS[0][0]).unlink()
     with pytest.raises(CxrError, match="1 of 5 listed images are missing .*--drop-missing"):
         read_chexpert(tmp_path)
-    assert len(read_chexpert(tmp_path, drop_missing=True, echo=lambda m: None)) == 4
+    assert len(read_chexpert(tmp_path, drop_missing=True)) == 4
     (release / "train" / HAND_ROWS[1][0]).unlink()  # a lateral: filtered out before the file check
-    assert len(read_chexpert(tmp_path, drop_missing=True, echo=lambda m: None)) == 4
+    assert len(read_chexpert(tmp_path, drop_missing=True)) == 4
 
 
 def test_prepare_end_to_end_keeps_the_contract(tmp_path):

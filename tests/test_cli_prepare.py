@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from nih_layout import write_release
 
 from monai_cxr.cli import main
-from nih_layout import write_release
 
 
 def run_cli(*args):
@@ -49,12 +49,12 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert len([line for line in err.splitlines() if "rror" in line]) == 1
 
 
-def test_labels_without_positives_are_named_in_one_line(tmp_path):
+def test_labels_without_positives_are_named_in_one_line(tmp_path, log_lines):
     write_release(tmp_path / "nih", patients=10)  # its findings never include e.g. Pneumonia
-    messages = []
+    messages = log_lines
     from monai_cxr.data.prepare import prepare
     prepare(dataset="nih", data_dir=tmp_path / "nih", study_dir=tmp_path / "s", resolutions=[16],
-            cache=False, echo=messages.append)
+            cache=False)
     notes = [m for m in messages if "cannot be studied" in m]
     assert len(notes) == 1 and "Pneumonia" in notes[0] and "Mass" not in notes[0].split(":")[-1]
 
@@ -81,7 +81,7 @@ def test_no_cache_flag_skips_the_cache(tmp_path):
 @pytest.mark.parametrize("text, message", [("[1, 2]", "must hold a JSON object"), ("{", "not valid JSON")])
 def test_a_broken_study_json_is_one_line(tmp_path, text, message):
     from monai_cxr.errors import CxrError
-    from monai_cxr.studyfile import load_study
+    from monai_cxr.studydir import load_study
 
     (tmp_path / "study.json").write_text(text)
     with pytest.raises(CxrError, match=message):

@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pandas as pd
 import torch
-
 from conftest import TINY_GRID, make_hand_study
-from monai_cxr.bundle.generate import GridSettings, generate
-from monai_cxr.bundle.sampling import SubsampleSampler
+
+from monai_cxr.cell.sampling import SubsampleSampler
 from monai_cxr.cli import main
+from monai_cxr.grid.generate import GridSettings, generate
 
 
 def test_two_gloo_processes_train_one_cell_and_rank_0_writes_the_contract(tmp_path, capsys):
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12, resolutions=(16,))
-    (cell,) = generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=lambda *a: None)
+    (cell,) = generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     main(["run", "--study-dir", str(study), "--nproc-per-node", "2"])
     assert "1 finished" in capsys.readouterr().out
 
@@ -59,7 +59,7 @@ def test_distributed_subsample_shares_are_disjoint_equal_and_the_single_process_
 
 def test_the_overlay_turns_off_on_other_ranks_exactly_the_handlers_that_write():
     """multi_gpu_train.json names train.json's handlers by position (the model-zoo way): keep them in step."""
-    from monai_cxr.bundle.generate import template_dir
+    from monai_cxr.grid.generate import template_dir
 
     configs = template_dir() / "configs"
     train = json.loads((configs / "train.json").read_text())

@@ -3,10 +3,15 @@
 import pandas as pd
 import pytest
 
-from monai_cxr.data.chestmnist import FILE_ORDER
-from monai_cxr.data.chexpert import LABELS as CHEXPERT
-from monai_cxr.data.labels import fold_counts, label_columns, require_positives, resolve_label
-from monai_cxr.data.nih import LABELS as NIH
+from monai_cxr.data.labels import (
+    fold_counts,
+    label_columns,
+    require_positives,
+    resolve_label,
+)
+from monai_cxr.data.sources.chestmnist import FILE_ORDER
+from monai_cxr.data.sources.chexpert import LABELS as CHEXPERT
+from monai_cxr.data.sources.nih import LABELS as NIH
 from monai_cxr.errors import CxrError
 
 

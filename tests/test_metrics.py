@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import StatsHandler
 
-from monai_cxr.metrics import DeLongAUC, DeLongAUCMetric
+from monai_cxr.cell.metrics import DeLongAUC, DeLongAUCMetric
 from monai_cxr.stats import delong
 
 

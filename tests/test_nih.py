@@ -2,10 +2,10 @@
 
 import pandas as pd
 import pytest
-
-from monai_cxr.data.nih import LABELS, read_nih
-from monai_cxr.errors import CxrError
 from nih_layout import write_release
+
+from monai_cxr.data.sources.nih import LABELS, read_nih
+from monai_cxr.errors import CxrError
 
 
 @pytest.mark.parametrize("layout", ["flat", "images", "nested"])
@@ -60,14 +60,14 @@ def test_missing_folder_and_csv(tmp_path):
         read_nih(tmp_path)
 
 
-def test_missing_images_are_counted_and_droppable(tmp_path):
+def test_missing_images_are_counted_and_droppable(tmp_path, log_lines):
     rows = write_release(tmp_path, patients=6)
     for row in rows[:2]:
         (tmp_path / "images" / row["image_id"]).unlink()
     with pytest.raises(CxrError, match=f"2 of {len(rows)} listed images are missing .*{rows[0]['image_id']}"):
         read_nih(tmp_path)
-    messages = []
-    index = read_nih(tmp_path, drop_missing=True, echo=messages.append)
+    messages = log_lines
+    index = read_nih(tmp_path, drop_missing=True)
     assert len(index) == len(rows) - 2 and "dropping 2" in messages[0]
     assert not set(index["image_id"]) & {r["image_id"] for r in rows[:2]}
 

@@ -12,9 +12,16 @@ import pytest
 from PIL import Image
 
 from monai_cxr.cli import main
-from monai_cxr.data.phantom import (LABELS, ImageSpec, parse_prevalence, plan, render_image,
-                                    resolve_prevalence, synthesize)
-from monai_cxr.data.phantom_anatomy import AP_MAGNIFICATION, draw_patient, image_anatomy
+from monai_cxr.data.phantom import (
+    LABELS,
+    ImageSpec,
+    parse_prevalence,
+    plan,
+    render_image,
+    resolve_prevalence,
+    synthesize,
+)
+from monai_cxr.data.phantom.anatomy import AP_MAGNIFICATION, draw_patient, image_anatomy
 from monai_cxr.errors import CxrError
 
 NIH_LABELS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",

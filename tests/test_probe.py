@@ -2,8 +2,8 @@
 
 import pytest
 
-from monai_cxr.bundle.probe import measure, parse_size
 from monai_cxr.errors import CxrError
+from monai_cxr.grid.probe import measure, parse_size
 
 
 @pytest.mark.parametrize("text,expected", [("16GiB", 16 * 2**30), ("80GB", 80 * 10**9), ("512MiB", 512 * 2**20),

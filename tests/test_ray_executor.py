@@ -5,20 +5,17 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import TINY_GRID, make_hand_study
-from monai_cxr.bundle.executor import bundle_command, run_cells
-from monai_cxr.bundle.generate import GridSettings, generate
+
 from monai_cxr.cli import main
-
-
-def quiet(*args):
-    pass
+from monai_cxr.grid.generate import GridSettings, generate
+from monai_cxr.run.cell import bundle_command
+from monai_cxr.run.executor import run_cells
 
 
 def tiny(tmp_path):
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12, resolutions=(16, 32))
-    generate(study, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID), echo=quiet)
+    generate(study, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID))
     return study
 
 
@@ -26,7 +23,7 @@ def test_ray_finishes_a_study_started_locally_and_skips_its_finished_cell(tmp_pa
     import ray  # the ray extra (pip install monai-cxr[ray]): CI installs it
     study = tiny(tmp_path)
     first, second = (study / "bundles" / f"mass__resnet34__r{r}__s0" for r in (16, 32))
-    assert run_cells(study, cells=[first.name], echo=quiet, progress=False).finished == [first.name]
+    assert run_cells(study, cells=[first.name], progress=False).finished == [first.name]
     before = {f: (first / f).read_bytes() for f in ("run.json", "predictions.csv")}
 
     # starts a local Ray on loopback (2 CPUs here), runs the unfinished cell as a task, shuts Ray down

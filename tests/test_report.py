@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import make_study, write_cell, write_study_json
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from monai_cxr.errors import CxrError
 from monai_cxr.report import make_report
 from monai_cxr.report.tables import add_holm, pairs_to_test, reference_for
-from report_fixtures import make_study, write_cell, write_study_json
 
 RESOLUTIONS = (32, 64, 128, 320, 448)
 
@@ -53,7 +53,7 @@ def full(tmp_path_factory):
     study = tmp_path_factory.mktemp("study")
     truth = make_study(study, labels=("Mass", "Nodule"), resolutions=RESOLUTIONS,
                        archs=("densenet121", "resnet34"), n=90)
-    out = make_report(study, echo=lambda *_: None)
+    out = make_report(study)
     return study, truth, out
 
 
@@ -180,7 +180,7 @@ def test_tensorboard_events_read_back(full):
 def test_partial_study_lists_missing_cells(tmp_path):
     make_study(tmp_path, labels=("Edema",), resolutions=(64, 128), n=40)
     write_cell(tmp_path, "Edema", "resnet34", 256, 0, finished=False)
-    out = make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+    out = make_report(tmp_path, tensorboard=False)
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary["resolution"]) == [64, 128]
     comp = pd.read_csv(out / "comparisons.csv")
@@ -201,7 +201,7 @@ def test_label_without_positives_is_reported_not_crashed(tmp_path):
     for r in (64, 128):
         write_cell(tmp_path, "Hernia", "resnet34", r, 0, y0, score)
         write_cell(tmp_path, "Pneumonia", "resnet34", r, 0, y1, score)
-    out = make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+    out = make_report(tmp_path, tensorboard=False)
     summary = pd.read_csv(out / "summary.csv").set_index(["label", "resolution"])
     hernia = summary.loc[("Hernia", 64)]
     assert hernia["n_pos"] == 0 and math.isnan(hernia["auc"])
@@ -226,7 +226,7 @@ def test_cells_on_different_images_use_the_unpaired_test(tmp_path):
     s64, s128 = y + rng.normal(0, 1, 40), 2 * y + rng.normal(0, 1, 40)
     write_cell(tmp_path, "Mass", "resnet34", 64, 0, y, s64, ids=[f"a{i}" for i in range(40)])
     write_cell(tmp_path, "Mass", "resnet34", 128, 0, y, s128, ids=[f"b{i}" for i in range(40)])
-    out = make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+    out = make_report(tmp_path, tensorboard=False)
     row = pd.read_csv(out / "comparisons.csv").iloc[0]
     assert not row["paired"]
     (a1,), c1 = kernel_delong(y, s64)
@@ -239,12 +239,11 @@ def test_cells_on_different_images_use_the_unpaired_test(tmp_path):
 
 def test_reference_resolution_option_and_its_error(tmp_path):
     make_study(tmp_path, labels=("Mass",), resolutions=(32, 64, 128), n=40)
-    out = make_report(tmp_path, out_dir=tmp_path / "r64", reference_resolution=64,
-                      echo=lambda *_: None, tensorboard=False)
+    out = make_report(tmp_path, out_dir=tmp_path / "r64", reference_resolution=64, tensorboard=False)
     comp = pd.read_csv(out / "comparisons.csv")
     assert set(comp.loc[comp["kind"] == "reference", "resolution_b"]) == {64}
     with pytest.raises(CxrError, match="--reference-resolution 256 was not run"):
-        make_report(tmp_path, reference_resolution=256, echo=lambda *_: None)
+        make_report(tmp_path, reference_resolution=256)
 
 
 def test_cli_without_finished_cell_is_one_line_error(tmp_path, capsys):
@@ -288,9 +287,9 @@ def test_rerun_replaces_the_report(full, tmp_path):
     shutil.copy(study / "study.json", copy / "study.json")
     for cell in (copy / "bundles").glob("*densenet121*"):  # now a one-architecture study
         shutil.rmtree(cell)
-    out = make_report(copy, echo=lambda *_: None)
+    out = make_report(copy)
     assert not (out / "figures" / "architectures.png").exists()
-    out = make_report(copy, echo=lambda *_: None)
+    out = make_report(copy)
     assert len([p for p in (out / "tensorboard").iterdir() if p.is_dir()]) == len(truth) // 2
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
@@ -304,7 +303,7 @@ def test_rows_in_any_order_pair_on_image_id_and_truth_must_agree(tmp_path):
     perm = rng.permutation(40)
     write_cell(tmp_path, "Mass", "resnet34", 64, 0, y, s64, ids=list(ids))
     write_cell(tmp_path, "Mass", "resnet34", 128, 0, y[perm], s128[perm], ids=list(ids[perm]))
-    out = make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+    out = make_report(tmp_path, tensorboard=False)
     row = pd.read_csv(out / "comparisons.csv").iloc[0]
     auc, cov = kernel_delong(y, [s64, s128])
     assert row["paired"] and row["n_cases"] == 40
@@ -314,7 +313,7 @@ def test_rows_in_any_order_pair_on_image_id_and_truth_must_agree(tmp_path):
     flipped[0] = 0
     write_cell(tmp_path, "Mass", "resnet34", 128, 0, flipped, s128, ids=list(ids))
     with pytest.raises(CxrError, match="disagree on the truth of image 'i00'"):
-        make_report(tmp_path, echo=lambda *_: None, tensorboard=False)
+        make_report(tmp_path, tensorboard=False)
 
 
 def test_cli_report_with_options_and_bad_figure_label(tmp_path, capsys):

@@ -4,12 +4,13 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY_GRID, make_hand_study
-from monai_cxr.bundle.executor import run_cells
-from monai_cxr.bundle.speed import SpeedOptions, amp_mode
+
+from monai_cxr.cell.speed import SpeedOptions
 from monai_cxr.cli import main
 from monai_cxr.errors import CxrError
+from monai_cxr.grid.settings import amp_mode
+from monai_cxr.run.executor import run_cells
 
 ASKED = {"amp": "bf16", "channels_last": True, "cudnn_benchmark": True, "pin_memory": True, "num_workers": 1}
 OFF = {"amp": "off", "channels_last": False, "cudnn_benchmark": False, "pin_memory": False}
@@ -52,7 +53,7 @@ def test_generate_records_options_in_the_grid_and_each_cell_and_run_json_records
     config = json.loads((cell / "configs" / "train.json").read_text())
     assert {k: config[k] for k in ASKED} == ASKED
 
-    assert run_cells(study, echo=lambda *a: None, progress=False).ok
+    assert run_cells(study, progress=False).ok
     run = json.loads((cell / "run.json").read_text())
     assert run["speed"] == {"requested": ASKED, "effective": {**OFF, "num_workers": 1}}
     assert run["amp"] == "bf16" and run["device"] == "cpu"

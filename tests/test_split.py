@@ -2,11 +2,11 @@
 
 import pandas as pd
 import pytest
+from nih_layout import write_release
 
-from monai_cxr.data.nih import official_lists, read_nih
+from monai_cxr.data.sources.nih import official_lists, read_nih
 from monai_cxr.data.split import patient_split
 from monai_cxr.errors import CxrError
-from nih_layout import write_release
 
 
 def _index(n_patients=50, per_patient=3):

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from monai_cxr.errors import CxrError
-from monai_cxr.stats import DeLongResult, PairedComparison, delong, delong_unpaired, holm
+from monai_cxr.stats import (
+    DeLongResult,
+    PairedComparison,
+    delong,
+    delong_unpaired,
+    holm,
+)
 
 PROC = json.loads((Path(__file__).parent / "data" / "proc_reference.json").read_text())
 

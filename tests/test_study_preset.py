@@ -4,20 +4,20 @@ import json
 
 import click
 import pandas as pd
-
 from conftest import TINY_GRID
-from monai_cxr.bundle import presets
-from monai_cxr.bundle.generate import GridSettings
-from monai_cxr.bundle.study import run_study
+
+from monai_cxr.grid import presets
+from monai_cxr.grid.settings import GridSettings
+from monai_cxr.pipeline import run_study
 
 
-def test_a_preset_study_runs_whole_and_resumes_as_a_no_op(tmp_path, monkeypatch):
+def test_a_preset_study_runs_whole_and_resumes_as_a_no_op(tmp_path, monkeypatch, log_lines):
     tiny = presets.Preset(name="tiny", description="one cell on a tiny phantom", synthetic=True,
                           phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
                           grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
-    lines = []
-    assert run_study("tiny", study_dir=tmp_path / "s", echo=lines.append, progress=False) == 0
+    lines = log_lines
+    assert run_study("tiny", study_dir=tmp_path / "s", progress=False) == 0
     study = json.loads((tmp_path / "s" / "study.json").read_text())
     assert study["synthetic"] is True and study["grid"]["cells"] == ["mass__resnet34__r16__s0"]
     summary = pd.read_csv(tmp_path / "s" / "report" / "summary.csv")
@@ -26,15 +26,15 @@ def test_a_preset_study_runs_whole_and_resumes_as_a_no_op(tmp_path, monkeypatch)
     mtime = run_json.stat().st_mtime_ns
 
     lines.clear()
-    assert run_study("tiny", study_dir=tmp_path / "s", echo=lines.append, progress=False) == 0
+    assert run_study("tiny", study_dir=tmp_path / "s", progress=False) == 0
     assert run_json.stat().st_mtime_ns == mtime
     assert any("1 of 1 cells already finished" in line for line in lines)
     assert any("(0 written, 1 unchanged)" in line for line in lines)
 
 
 def test_study_passes_the_executor_to_run(tmp_path, monkeypatch):
-    from monai_cxr.bundle import executor
     from monai_cxr.cli import main
+    from monai_cxr.run import executor
 
     tiny = presets.Preset(name="tiny", description="one cell on a tiny phantom", synthetic=True,
                           phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},

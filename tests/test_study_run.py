@@ -10,17 +10,14 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import TINY_GRID
-from monai_cxr.bundle.executor import run_cells
-from monai_cxr.bundle.generate import GridSettings, generate
+
 from monai_cxr.cli import main
+from monai_cxr.grid.generate import GridSettings, generate
+from monai_cxr.run.executor import run_cells
 
 CLI = [sys.executable, "-c", "from monai_cxr.cli import main; main()"]
 
-
-def quiet(*args):
-    pass
 
 
 def snapshot(cell):
@@ -31,7 +28,7 @@ def snapshot(cell):
 
 
 def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
-    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID), echo=quiet)
+    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID))
     first = study_copy / "bundles" / "mass__resnet34__r16__s0"
     second = study_copy / "bundles" / "mass__resnet34__r32__s0"
 
@@ -72,13 +69,13 @@ def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
 
     from monai_cxr.report import make_report
 
-    report = make_report(study_copy, echo=quiet)
+    report = make_report(study_copy)
     summary = pd.read_csv(report / "summary.csv")
     assert sorted(summary["resolution"]) == [16, 32]
 
 
 def test_a_failed_cell_is_reported_with_its_log_and_exit_1(study_copy, capsys):
-    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID), echo=quiet)
+    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID))
     done = study_copy / "bundles" / "mass__resnet34__r16__s0"
     (done / "run.json").write_text("{}")
     broken = study_copy / "bundles" / "mass__resnet34__r32__s0"
@@ -97,11 +94,11 @@ def test_a_failed_cell_is_reported_with_its_log_and_exit_1(study_copy, capsys):
 
 
 def test_a_cell_locked_by_another_run_is_left_alone(study_copy):
-    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=quiet)
+    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
     with open(cell / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        summary = run_cells(study_copy, echo=quiet, progress=False)
+        summary = run_cells(study_copy, progress=False)
     assert summary.busy == [cell.name] and not summary.ok and not summary.failed
     assert not (cell / "logs").exists()
 
@@ -114,9 +111,9 @@ def test_run_without_a_grid_and_paper_without_data_are_one_line_errors(study_cop
 
 
 def test_an_interrupted_runner_stops_its_cell_process_and_releases_the_lock(study_copy):
-    from monai_cxr.bundle.executor import run_cell
+    from monai_cxr.run.cell import run_cell
 
-    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), echo=quiet)
+    generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
     seen = []
 

@@ -2,17 +2,19 @@
 table, and one-line errors for bad values, columns, folds and images."""
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from table_layout import base_image, write_table
 
 from monai_cxr.cli import main
-from monai_cxr.data.cache import make_square, open_cache, read_image
+from monai_cxr.data.cache import open_cache
+from monai_cxr.data.images import make_square, read_image
 from monai_cxr.data.prepare import TableOptions, prepare
-from monai_cxr.data.table import read_table
+from monai_cxr.data.sources.table import read_table
 from monai_cxr.errors import CxrError
-from table_layout import base_image, write_table
 
 COLUMNS = dict(path_col="file", patient_col="subject", label_cols=["Effusion", "Nodule"])
 
@@ -65,10 +67,10 @@ def test_prepare_end_to_end_through_the_cli(tmp_path):
 def test_view_column_filters(tmp_path):
     rows = write_table(tmp_path, patients=20, per_patient=3)  # one lateral per patient
     options = TableOptions(table=str(tmp_path / "tables/study.csv"), view_col="view", **COLUMNS)
-    prepare("csv", None, tmp_path / "s", [8], view="frontal", table=options, cache=False, echo=lambda m: None)
+    prepare("csv", None, tmp_path / "s", [8], view="frontal", table=options, cache=False)
     index = pd.read_csv(tmp_path / "s/data/index.csv")
     assert len(index) == sum(r["view"] in ("PA", "AP") for r in rows) and set(index["view"]) == {"PA", "AP"}
-    prepare("csv", None, tmp_path / "s", [8], view="lateral", table=options, cache=False, echo=lambda m: None)
+    prepare("csv", None, tmp_path / "s", [8], view="lateral", table=options, cache=False)
     assert set(pd.read_csv(tmp_path / "s/data/index.csv")["view"]) == {"LL"}
 
 
@@ -99,7 +101,7 @@ def test_a_label_without_positives_in_a_fold_is_refused(tmp_path):
     _edit(table, lambda ls: [ls[0]] + [line[:-1] + ("1" if i == 1 else "0") for i, line in enumerate(ls[1:])])
     options = TableOptions(table=str(table), **COLUMNS)
     with pytest.raises(CxrError, match=r"label 'Nodule' has no positive image in the (train|val) fold"):
-        prepare("csv", None, tmp_path / "s", [8], table=options, cache=False, echo=lambda m: None)
+        prepare("csv", None, tmp_path / "s", [8], table=options, cache=False)
 
 
 def test_unreadable_image_fails_the_cache_naming_the_file(tmp_path):
@@ -107,7 +109,7 @@ def test_unreadable_image_fails_the_cache_naming_the_file(tmp_path):
     (tmp_path / "images/p000/img0.png").write_bytes(b"not an image")
     options = TableOptions(table=str(tmp_path / "tables/study.csv"), **COLUMNS)
     with pytest.raises(CxrError, match=r"cannot read image .*p000/img0.png"):
-        prepare("csv", None, tmp_path / "s", [8], table=options, workers=1, echo=lambda m: None, progress=False)
+        prepare("csv", None, tmp_path / "s", [8], table=options, workers=1, progress=False)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -138,4 +140,4 @@ def test_a_blank_id_column_cell_is_refused(tmp_path):
     table.write_text("\n".join(lines) + "\n")
     options = TableOptions(table=str(table), id_col="id", **COLUMNS)
     with pytest.raises(CxrError, match="line 4: column 'id' is blank"):
-        prepare("csv", None, tmp_path / "s", [8], table=options, cache=False, echo=lambda m: None)
+        prepare("csv", None, tmp_path / "s", [8], table=options, cache=False)

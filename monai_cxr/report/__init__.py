@@ -13,10 +13,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv, write_text
+from monai_cxr.report.figures import make_figures
+from monai_cxr.report.load import load_study
+from monai_cxr.report.markdown import report_markdown, summary_markdown
+from monai_cxr.report.tables import (
+    best_table,
+    check_reference,
+    comparison_table,
+    summary_table,
+)
+from monai_cxr.report.tensorboard import write_tensorboard
+
+log = logging.getLogger(__name__)
 
 __all__ = ["make_report"]
 
@@ -29,8 +42,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def make_report(study_dir, out_dir=None, reference_resolution: int | None = None,
-                echo=print, figure_labels=None, tensorboard: bool = True) -> Path:
+def make_report(study_dir, out_dir=None, reference_resolution: int | None = None, figure_labels=None, tensorboard: bool = True) -> Path:
     """Write the report of a (possibly partial) study and return the report folder.
 
     Parameters
@@ -42,8 +54,6 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     reference_resolution : int, optional
         Resolution every other one is compared with; default 320 where run, else the
         highest of each label x architecture x seed.
-    echo : callable
-        Progress lines go here.
     figure_labels : list of str, optional
         Labels of the architecture figure; default Mass and Nodule where run.
     tensorboard : bool
@@ -54,12 +64,6 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     CxrError
         No finished cell, malformed study files, or a reference resolution that was not run.
     """
-    from monai_cxr.report.figures import make_figures
-    from monai_cxr.report.load import load_study
-    from monai_cxr.report.markdown import report_markdown, summary_markdown
-    from monai_cxr.report.tables import (best_table, check_reference, comparison_table,
-                                         summary_table)
-
     study = load_study(study_dir)
     check_reference(study.finished, reference_resolution)
     labels = sorted({c.label for c in study.finished})
@@ -68,7 +72,7 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
         raise CxrError(f"figure label {unknown[0]!r} has no finished cell; "
                        f"labels: {', '.join(labels)}")
     out = Path(out_dir) if out_dir is not None else study.path / "report"
-    echo(f"report: {len(study.finished)} finished cell(s), {len(study.missing)} missing")
+    log.info(f"report: {len(study.finished)} finished cell(s), {len(study.missing)} missing")
 
     summary = summary_table(study.finished)
     comparisons = comparison_table(study.finished, reference_resolution)
@@ -90,8 +94,6 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
                report_markdown(study, summary, comparisons, best, figures,
                                " ".join(command)))
     if tensorboard:
-        from monai_cxr.report.tensorboard import write_tensorboard
-
         write_tensorboard(summary, figures, summary_markdown(summary), out)
-    echo(f"report: wrote {out / 'report.md'}")
+    log.info(f"report: wrote {out / 'report.md'}")
     return out

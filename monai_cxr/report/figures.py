@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from monai_cxr.fileio import atomic_write
 
@@ -33,8 +37,6 @@ STYLE = {
 
 def _figure(n: int, width: float = 4.2, height: float = 3.4, sharey: bool = True):
     """A row of ``n`` panels on a pyplot-free Figure (no global backend, nothing to close)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width * n + 1.4, height), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=sharey)
     return fig, list(axes[0])
@@ -67,8 +69,6 @@ def _resolution_axis(ax, resolutions):
 
 
 def _colours(labels):
-    import matplotlib
-
     cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
@@ -141,7 +141,6 @@ def auc_ratio(comparisons, summary, out_dir: Path, synthetic: bool) -> Path | No
     rows = comparisons[comparisons["kind"] == "reference"].dropna(subset=["ratio", "ratio_se"])
     if rows.empty:
         return None
-    import pandas as pd
 
     rows = rows.assign(ratio=100 * rows["ratio"], ratio_se=100 * rows["ratio_se"])
     # the reference itself: 100 % exactly
@@ -197,7 +196,6 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
     metrics = [m for m in metrics if summary[m[0]].notna().any()]
     if not metrics:
         return None
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     archs = sorted(summary["arch"].unique())
     colours = _colours(archs)
@@ -225,8 +223,6 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Path | None:
 
 def make_figures(summary, comparisons, out_dir, synthetic: bool, labels=None) -> dict:
     """Draw every figure that the tables allow; returns {name: png path}."""
-    import matplotlib
-
     out_dir = Path(out_dir)
     with matplotlib.rc_context(STYLE):
         made = {

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from monai_cxr.errors import CxrError
 
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
@@ -67,9 +70,6 @@ def _read_json(path: Path) -> dict:
 
 def read_predictions(path: Path):
     """Read a cell's ``predictions.csv``, checking the contract's columns and 0/1 labels."""
-    import numpy as np
-    import pandas as pd
-
     try:
         frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:

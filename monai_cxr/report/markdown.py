@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from monai_cxr.report.figures import SYNTHETIC_NOTE
 
 TITLES = {"auc_vs_resolution": "AUC vs input size", "auc_ratio": "AUC relative to the reference size",
@@ -224,8 +226,6 @@ def report_markdown(study, summary, comparisons, best, figures: dict, command: s
 
 
 def _missing_frame(study):
-    import pandas as pd
-
     return pd.DataFrame([{"cell": c.name, "label": c.label, "arch": c.arch,
                           "resolution": c.resolution, "seed": c.seed, "reason": c.reason}
                          for c in study.missing])

@@ -36,9 +36,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from monai_cxr.errors import CxrError
 from monai_cxr.report.load import Cell
+from monai_cxr.stats import delong, delong_unpaired, holm
 
 SUMMARY_COLUMNS = [
     "label", "arch", "resolution", "seed", "n_pos", "n_neg", "auc", "auc_se", "auc_ci_low",
@@ -74,16 +77,12 @@ def _usable(pred) -> str:
 
 def _youden(y: np.ndarray, s: np.ndarray) -> float:
     """Threshold maximising sensitivity + specificity - 1 (predict positive when s >= t)."""
-    from sklearn.metrics import roc_curve
-
     fpr, tpr, thresholds = roc_curve(y, s)
     return float(thresholds[int(np.argmax(tpr - fpr))])
 
 
 def cell_metrics(pred, level: float = 0.95) -> dict:
     """AUC (DeLong SE and CI) and accuracies of one cell's predictions."""
-    from monai_cxr.stats import delong
-
     y = pred["label"].to_numpy()
     s = pred["score"].to_numpy()
     n_pos = int(y.sum())
@@ -96,7 +95,6 @@ def cell_metrics(pred, level: float = 0.95) -> dict:
         out["youden_threshold"] = threshold
         out["accuracy_youden"] = float(np.mean((s >= threshold) == y))
         if out["note"]:  # both classes, but too few for DeLong: the AUC alone
-            from sklearn.metrics import roc_auc_score
 
             out["auc"] = float(roc_auc_score(y, s))
         else:
@@ -108,8 +106,6 @@ def cell_metrics(pred, level: float = 0.95) -> dict:
 
 def summary_table(cells: list[Cell], level: float = 0.95):
     """One row per finished cell, sorted by label, arch, seed, resolution."""
-    import pandas as pd
-
     rows = []
     for cell in cells:
         row = {"label": cell.label, "arch": cell.arch, "resolution": cell.resolution,
@@ -123,8 +119,6 @@ def summary_table(cells: list[Cell], level: float = 0.95):
 
 def compare_cells(a: Cell, b: Cell, level: float = 0.95) -> dict:
     """DeLong test of cell ``a`` against cell ``b``: paired when they share every case."""
-    from monai_cxr.stats import delong, delong_unpaired
-
     ids_a, ya, sa = a.arrays
     ids_b, yb, sb = b.arrays
     if np.array_equal(ids_a, ids_b):  # both in image_id order: the same cases, row by row
@@ -182,8 +176,6 @@ def pairs_to_test(resolutions: list[int], reference: int) -> list[tuple[int, int
 
 def add_holm(frame, by: str = "label"):
     """Set ``p_holm``: ``p_value`` Holm-adjusted within each ``by`` group (NaN stays NaN)."""
-    from monai_cxr.stats import holm
-
     frame["p_holm"] = np.nan
     for _, index in frame.groupby(by, sort=False).groups.items():
         frame.loc[index, "p_holm"] = holm(frame.loc[index, "p_value"].to_numpy(dtype=float))  # NaN-aware
@@ -193,8 +185,6 @@ def add_holm(frame, by: str = "label"):
 def comparison_table(cells: list[Cell], reference_resolution: int | None = None,
                      level: float = 0.95):
     """Paired DeLong tests between resolutions, with Holm-adjusted p-values per label."""
-    import pandas as pd
-
     check_reference(cells, reference_resolution)
     rows = []
     for (label, arch, seed), group in _groups(cells).items():
@@ -216,9 +206,6 @@ def best_table(cells: list[Cell], alpha: float = 0.05, level: float = 0.95):
     Holm-adjusted within the group, and a resolution is "beaten" when the adjusted p-value
     is below ``alpha``.
     """
-    import pandas as pd
-    from monai_cxr.stats import delong, holm
-
     rows = []
     for (label, arch, seed), group in _groups(cells).items():
         aucs = {c.resolution: float(delong(c.arrays[1], c.arrays[2]).auc[0]) for c in group}

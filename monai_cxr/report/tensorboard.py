@@ -19,6 +19,10 @@ import re
 import shutil
 from pathlib import Path
 
+import matplotlib.image as mpimg
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
 
 def _run_name(row) -> str:
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(row["label"]))
@@ -32,10 +36,6 @@ def _hparams(row) -> dict:
 
 def write_tensorboard(summary, figures: dict, summary_text: str, out_dir) -> Path:
     """Write the study log into ``out_dir/tensorboard`` and return that folder."""
-    import matplotlib.image as mpimg
-    import numpy as np
-    from torch.utils.tensorboard import SummaryWriter
-
     out_dir = Path(out_dir)
     final, tmp, old = (out_dir / n for n in ("tensorboard", ".tensorboard.tmp", ".tensorboard.old"))
     for stale in (tmp, old):

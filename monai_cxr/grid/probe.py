@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import math
+import multiprocessing
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
+import torch
+from monai.bundle import ConfigParser
+
 from monai_cxr.errors import CxrError
+from monai_cxr.fileio import write_csv
+from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
 
 __all__ = ["parse_size", "measure", "probe_table", "ProbeResult"]
+
+log = logging.getLogger(__name__)
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -77,19 +87,12 @@ def _peak_bytes(arch: str, resolution: int, batch: int, device) -> float:
     """Peak memory of one training step from a fresh network, above what was in use before it."""
     if device.type == "cuda":
         return _step_peak(arch, resolution, batch, device)
-    import multiprocessing
-
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         return pool.apply(_step_peak, (arch, resolution, batch, device))
 
 
 def _step_peak(arch: str, resolution: int, batch: int, device) -> float:
-    import torch
-    from monai.bundle import ConfigParser
-
-    from monai_cxr.bundle.networks import network_def
-
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
@@ -117,10 +120,6 @@ def _step_peak(arch: str, resolution: int, batch: int, device) -> float:
 
 def measure(arch: str, resolution: int, budget_bytes: int, device=None, batch_sizes=(2, 8)) -> ProbeResult:
     """Peak memory of a training step at two batch sizes, and the largest batch that fits the budget."""
-    import torch
-
-    from monai_cxr.bundle.networks import ARCHS, MIN_RESOLUTION
-
     if arch not in ARCHS:
         raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
     if resolution < MIN_RESOLUTION[arch]:
@@ -135,21 +134,17 @@ def measure(arch: str, resolution: int, budget_bytes: int, device=None, batch_si
                        fixed / 2**20, per_image / 2**20, max_batch)
 
 
-def probe_table(archs, resolutions, budget_bytes: int, device=None, out_csv=None, echo=print,
+def probe_table(archs, resolutions, budget_bytes: int, device=None, out_csv=None,
                 batch_sizes=(2, 8)) -> list[ProbeResult]:
     """Measure every (arch, resolution), print a table, optionally write it as CSV."""
     results = []
-    echo(f"budget {budget_bytes / 2**30:.2f} GiB; peak memory of one training step (forward, backward, AdamW)")
-    echo(f"{'arch':<12} {'px':>5} {'device':>7} {'fixed MiB':>10} {'MiB/image':>10} {'max batch':>10}")
+    log.info(f"budget {budget_bytes / 2**30:.2f} GiB; peak memory of one training step (forward, backward, AdamW)")
+    log.info(f"{'arch':<12} {'px':>5} {'device':>7} {'fixed MiB':>10} {'MiB/image':>10} {'max batch':>10}")
     for arch in archs:
         for r in resolutions:
             res = measure(arch, int(r), budget_bytes, device=device, batch_sizes=batch_sizes)
             results.append(res)
-            echo(f"{arch:<12} {r:>5} {res.device:>7} {res.fixed_mb:>10.0f} {res.per_image_mb:>10.2f} {res.max_batch:>10}")
+            log.info(f"{arch:<12} {r:>5} {res.device:>7} {res.fixed_mb:>10.0f} {res.per_image_mb:>10.2f} {res.max_batch:>10}")
     if out_csv:
-        import pandas as pd
-
-        from monai_cxr.fileio import write_csv
-
         write_csv(out_csv, pd.DataFrame([r.row() for r in results]))
     return results

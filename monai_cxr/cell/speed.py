@@ -10,22 +10,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["AMP_MODES", "SpeedOptions", "amp_mode"]
+from monai_cxr.grid.settings import amp_mode
 
-AMP_MODES = ("off", "fp16", "bf16")
-
-
-def amp_mode(value) -> str:
-    """``"off"``, ``"fp16"`` or ``"bf16"``; ``True``/``False`` (the old ``--amp`` flag) mean fp16/off."""
-    if isinstance(value, bool) or value is None:
-        return "fp16" if value else "off"
-    text = str(value).strip().lower()
-    if text not in AMP_MODES:
-        from monai_cxr.errors import CxrError
-
-        raise CxrError(f"mixed precision {value!r} is not one of {', '.join(AMP_MODES)}")
-    return text
-
+__all__ = ["SpeedOptions"]
 
 class SpeedOptions:
     """The speed options of one run, resolved against ``device``.

@@ -25,7 +25,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from monai_cxr.data.phantom_anatomy import F32, Anatomy, Patient, grid, heart_box, lung_extent, ramp, window
+from monai_cxr.data.phantom.anatomy import (
+    F32,
+    Anatomy,
+    Patient,
+    grid,
+    heart_box,
+    lung_extent,
+    ramp,
+    window,
+)
 
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Edema", "Effusion", "Emphysema", "Hernia", "Mass", "Nodule")
 

@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
 
 from monai_cxr.fileio import write_csv, write_json
 
@@ -70,8 +73,6 @@ def _gather_rows(rows: dict[str, list]) -> dict[str, list] | None:
     validation set (``DistributedSampler`` without shuffling), so interleaving the shares
     restores the order of the datalist. A single process gets its own rows back.
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return rows
     shares: list = [None] * dist.get_world_size()
@@ -129,7 +130,6 @@ class PredictionSaver:
     def write(self, engine: Engine) -> None:
         if self.best_only and engine.state.best_metric_epoch != engine.state.epoch:
             return  # every rank agrees: the key metric is gathered over all ranks
-        import pandas as pd
 
         rows = _gather_rows(self.rows)
         if rows is None:
@@ -246,7 +246,6 @@ class TerminalProgressBar:
     def attach(self, engine: Engine) -> None:
         if not sys.stderr.isatty():
             return
-        from ignite.handlers import ProgressBar
 
         def loss(output):
             value = _column(output, "loss") if isinstance(output, list) else output.get("loss")

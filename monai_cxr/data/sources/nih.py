@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monai_cxr.data.table import check_files, check_unique, read_csv_table
+from monai_cxr.data.images import IMAGE_SUFFIXES
+from monai_cxr.data.sources.base import (
+    Options,
+    SourceData,
+    check_files,
+    check_unique,
+    read_csv_table,
+)
+from monai_cxr.data.split import patient_split
 from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
 
@@ -24,7 +32,6 @@ LABELS = (
 NO_FINDING = "No Finding"
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "View Position")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def find_entry_csv(data_dir: Path) -> Path:
@@ -87,8 +94,7 @@ def locate_images(data_dir: Path, names: pd.Series) -> pd.Series:
     return names.map(found).fillna("")
 
 
-def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool = False,
-             echo=print) -> pd.DataFrame:
+def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool = False) -> pd.DataFrame:
     """Index an NIH-layout folder: ``image_id, patient_id, view, path`` and the 14 label columns.
 
     Parameters
@@ -107,7 +113,7 @@ def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool 
     index = pd.concat([index, label_matrix(table["Finding Labels"])], axis=1)
     index = select_view(index, view, str(data_dir))  # before the file lookups: fewer to check
     index.insert(3, "path", locate_images(data_dir, index["image_id"]))
-    return check_files(index, data_dir, drop_missing, echo)
+    return check_files(index, data_dir, drop_missing)
 
 
 def read_list(path: Path) -> set[str]:
@@ -126,3 +132,20 @@ def official_lists(data_dir: str | os.PathLike) -> tuple[set[str], set[str]]:
         raise CxrError(f"{len(both)} image(s) are in both test_list.txt and train_val_list.txt, "
                        f"e.g. {sorted(both)[0]}")
     return train_val, test
+
+
+class NihSource:
+    """``--dataset nih``: NIH ChestX-ray14 (and ``monai-cxr synth``'s phantom); official split: its two lists."""
+
+    name = "nih"
+    default_view = "all"
+    default_split = "random"
+    options = ("drop_missing",)
+    needs_data_dir = True
+
+    def read(self, opts: Options) -> SourceData:
+        return SourceData(read_nih(opts.data_dir, view=opts.view, drop_missing=opts.drop_missing))
+
+    def official_split(self, opts: Options, index: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+        train_val, test = official_lists(opts.data_dir)
+        return patient_split(index, val_fraction, seed, test_ids=test, train_val_ids=train_val)

@@ -23,11 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 from tqdm import tqdm
 
-from monai_cxr.data import phantom_findings as pf
-from monai_cxr.data.phantom_anatomy import (AP_HEART_MAGNIFICATION, AP_MAGNIFICATION, draw_patient,
-                                             image_anatomy, render_anatomy)
+from monai_cxr.data.phantom import findings as pf
+from monai_cxr.data.phantom.anatomy import (
+    AP_HEART_MAGNIFICATION,
+    AP_MAGNIFICATION,
+    draw_patient,
+    image_anatomy,
+    render_anatomy,
+)
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import atomic_write, write_text
 
@@ -180,8 +186,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
 def _one_blas_thread():
     """Keep BLAS to one thread: the small matrix products of the drawing run 3x slower
     when a BLAS thread pool spins up for each of them (and workers already use every core)."""
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -198,8 +202,11 @@ def _render_patient(job):
 
 
 def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevalence=None,
-               workers: int = 0) -> str:
-    """Write the phantom dataset into ``out`` in the NIH ChestX-ray14 layout; return a summary line."""
+               workers: int = 0, force: bool = False) -> str:
+    """Write the phantom dataset into ``out`` in the NIH ChestX-ray14 layout; return a summary line.
+
+    A folder that already holds files is refused unless ``force``: it may be a real dataset.
+    """
     for name, value, low in (("patients", patients, 1), ("size", size, 16), ("workers", workers, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise CxrError(f"{name} must be an integer >= {low}; got {value!r}")
@@ -207,6 +214,9 @@ def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevale
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CxrError(f"output {str(out)!r} exists and is not a folder")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise CxrError(f"output folder {str(out)!r} is not empty; synth writes only into an empty or new folder "
+                       f"(--force to overwrite a phantom there)")
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     specs = plan(patients, seed, prev)

@@ -1,6 +1,6 @@
 """``monai-cxr run --executor ray``: each unfinished cell a Ray task on a cluster.
 
-A task runs ``executor.run_cell`` on whichever node Ray picks: the same command, lock and
+A task runs ``run_cell`` on whichever node Ray picks: the same command, lock and
 files as the local executor, so the study directory must be on storage every node mounts
 at the same path (the generated configs hold absolute paths). Ray only places the cells:
 ``num_gpus`` per task makes Ray set ``CUDA_VISIBLE_DEVICES`` for the cell's process(es).
@@ -8,10 +8,13 @@ at the same path (the generated configs hold absolute paths). Ray only places th
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 
 from monai_cxr.errors import CxrError
+from monai_cxr.run.cell import run_cell
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ray_outcomes", "start_ray"]
 
@@ -41,8 +44,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None):
 
 
 def ray_outcomes(cell_paths: list[Path], jobs: int | None = None, address: str | None = None,
-                 gpus_per_cell: float | None = None, cpus_per_cell: float = 1, nproc_per_node: int = 1,
-                 echo=print):
+                 gpus_per_cell: float | None = None, cpus_per_cell: float = 1, nproc_per_node: int = 1):
     """Run the cells as Ray tasks, at most ``jobs`` at a time; yield their outcomes as they end.
 
     The Ray started here is shut down at the end; a cluster given by ``address`` is only
@@ -56,12 +58,10 @@ def ray_outcomes(cell_paths: list[Path], jobs: int | None = None, address: str |
     owned = not _import_ray().is_initialized()  # a Ray the caller set up stays up
     ray = start_ray(address)
     try:
-        from monai_cxr.bundle.executor import run_cell
-
         if gpus_per_cell is None:
             gpus_per_cell = nproc_per_node if ray.cluster_resources().get("GPU", 0) > 0 else 0
         threads = max(1, int(cpus_per_cell // nproc_per_node) or 1)
-        echo(f"ray: {len(cell_paths)} cells, {gpus_per_cell:g} GPU and {cpus_per_cell:g} CPU each "
+        log.info(f"ray: {len(cell_paths)} cells, {gpus_per_cell:g} GPU and {cpus_per_cell:g} CPU each "
              f"(cluster: {_resources(ray)})")
         task = ray.remote(run_cell).options(num_gpus=gpus_per_cell, num_cpus=cpus_per_cell, max_retries=0)
         queue = [str(path) for path in cell_paths]

@@ -1,11 +1,10 @@
-"""The architectures of the study as bundle ``network_def`` entries, and optional initial weights."""
+"""The architectures a grid can name, as bundle ``network_def`` entries (torch-free: configs are data)."""
 
 from __future__ import annotations
 
 import copy
-import os
 
-__all__ = ["ARCHS", "MIN_RESOLUTION", "network_def", "load_weights"]
+__all__ = ["ARCHS", "MIN_RESOLUTION", "network_def"]
 
 # One input channel (grey radiograph), one output (the logit of the finding).
 ARCHS: dict[str, dict] = {
@@ -35,17 +34,3 @@ MIN_RESOLUTION = {"resnet34": 16, "densenet121": 32}
 def network_def(arch: str) -> dict:
     """A fresh copy of the ``network_def`` config of ``arch``."""
     return copy.deepcopy(ARCHS[arch])
-
-
-def load_weights(network, path: str | None):
-    """Load initial weights from a local state-dict file (``{"model": ...}`` or bare); no download."""
-    if path:
-        import torch
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"initial weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        network.load_state_dict(state)
-    return network

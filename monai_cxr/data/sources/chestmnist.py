@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from monai_cxr.data.sources.base import Options, SourceData, given_split
 from monai_cxr.errors import CxrError
 
 # MedMNIST's label order, with the NIH ChestX-ray14 names of the labels.
@@ -290,3 +291,27 @@ class NpzImages:
 
     def close(self) -> None:
         close_streams()
+
+
+class ChestMnistSource:
+    """``--dataset chestmnist``: MedMNIST's ChestMNIST files; only the official split keeps patients apart."""
+
+    name = "chestmnist"
+    default_view = "all"
+    default_split = "official"
+    options = ()
+    needs_data_dir = True
+
+    def read(self, opts: Options) -> SourceData:
+        if opts.view not in ("all", "frontal"):
+            raise CxrError(f"ChestMNIST has no view information; --view {opts.view} cannot be applied (use all)")
+        index, files = read_chestmnist(opts.data_dir)
+        return SourceData(index, images=NpzImages.from_references(index["path"], files),
+                          settings={"files": {str(side): str(path) for side, path in files.items()}}, notes=[NOTE])
+
+    def official_split(self, opts: Options, index: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+        return given_split(index, official_folds(index))
+
+    def random_split_error(self) -> str:
+        return ("ChestMNIST files hold no patient ids, so only --split official keeps a patient's images in one "
+                "fold; use --split official")

@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monai_cxr.data.table import check_files, check_unique, parse_labels, read_csv_table
+from monai_cxr.data.sources.base import (
+    Options,
+    SourceData,
+    check_files,
+    check_unique,
+    given_split,
+    parse_labels,
+    read_csv_table,
+)
 from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
 
@@ -84,8 +92,7 @@ def read_csv(release: Path, name: str, uncertain: str) -> pd.DataFrame:
     return pd.concat([index, labels], axis=1)
 
 
-def read_chexpert(data_dir, view: str = "frontal", uncertain: str = "ones", drop_missing: bool = False,
-                  echo=print) -> pd.DataFrame:
+def read_chexpert(data_dir, view: str = "frontal", uncertain: str = "ones", drop_missing: bool = False) -> pd.DataFrame:
     """Index a CheXpert release: ``image_id, patient_id, view, path`` and the 14 label columns.
 
     Rows of ``train.csv`` then of ``valid.csv`` (when present), filtered to ``view``.
@@ -97,7 +104,7 @@ def read_chexpert(data_dir, view: str = "frontal", uncertain: str = "ones", drop
     index = pd.concat([read_csv(release, n, uncertain) for n in names], ignore_index=True)
     check_unique(index["image_id"], " + ".join(names))
     index = select_view(index, view, str(release))
-    return check_files(index, release, drop_missing, echo)
+    return check_files(index, release, drop_missing)
 
 
 def official_folds(data_dir, index: pd.DataFrame) -> pd.Series:
@@ -107,3 +114,27 @@ def official_folds(data_dir, index: pd.DataFrame) -> pd.Series:
         raise CxrError(f"--split official needs valid.csv in {release}")
     valid = read_csv(release, "valid.csv", "ones")["image_id"]
     return pd.Series(np.where(index["image_id"].isin(valid), "val", "train"), index=index.index)
+
+
+_POLICY_NOTES = {"ones": "positive (U-Ones)", "zeros": "negative (U-Zeros)",
+                 "ignore": "-1 in index.csv, left out of that label (U-Ignore)"}
+
+
+class CheXpertSource:
+    """``--dataset chexpert``: CheXpert's train.csv / valid.csv; official split: valid.csv is val."""
+
+    name = "chexpert"
+    default_view = "frontal"
+    default_split = "random"
+    options = ("drop_missing", "uncertain")
+    needs_data_dir = True
+
+    def read(self, opts: Options) -> SourceData:
+        uncertain = opts.uncertain or "ones"
+        index = read_chexpert(opts.data_dir, view=opts.view, uncertain=uncertain, drop_missing=opts.drop_missing)
+        note = ("CheXpert: blank label cells (finding not mentioned) are negatives; uncertain (-1) cells: "
+                + _POLICY_NOTES[uncertain])
+        return SourceData(index, settings={"uncertain": uncertain}, notes=[note])
+
+    def official_split(self, opts: Options, index: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+        return given_split(index, official_folds(opts.data_dir, index))

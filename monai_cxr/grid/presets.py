@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monai_cxr.bundle.generate import GridSettings
+from monai_cxr.grid.settings import GridSettings
 
 __all__ = ["Preset", "PRESETS", "PAPER_LABELS", "PAPER_RESOLUTIONS"]
 

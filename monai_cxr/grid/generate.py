@@ -9,15 +9,25 @@ which are read with ``json``, never by MONAI's config parser, so it is never eva
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from monai_cxr.bundle.grid import Cell, cells
-from monai_cxr.bundle.networks import ARCHS, MIN_RESOLUTION, network_def
+import pandas as pd
+
+from monai_cxr.cell.datalist import build
+from monai_cxr.data.cache import cache_file, complete_resolutions
+from monai_cxr.data.labels import label_columns, resolve_label
 from monai_cxr.errors import CxrError
-from monai_cxr.fileio import write_json, write_text
+from monai_cxr.fileio import write_text
+from monai_cxr.grid.cells import Cell, cells
+from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
+from monai_cxr.grid.settings import GridSettings
+from monai_cxr.studydir import load_study, update_study
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells", "clear_run_outputs"]
 
@@ -38,45 +48,7 @@ def template_dir() -> Path:
     return path
 
 
-@dataclass
-class GridSettings:
-    """What ``generate`` was asked for; recorded as ``study.json["grid"]``."""
-
-    labels: list[str]
-    resolutions: list[int]
-    archs: list[str] = field(default_factory=lambda: ["resnet34"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    epochs: int = 3
-    batch_size: int = 32
-    subsample: int = 2048
-    balanced: bool = True
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    augment_prob: float = 0.0
-    val_interval: int = 1
-    num_workers: int = 0
-    amp: str = "off"
-    initial_weights: str | None = None
-    channels_last: bool = False
-    cudnn_benchmark: bool = False
-    pin_memory: bool = False
-
-    def __post_init__(self) -> None:
-        from monai_cxr.bundle.speed import amp_mode
-
-        self.amp = amp_mode(self.amp)  # True/False of the old flag: fp16/off
-
-    def bundle_values(self) -> dict:
-        """The template keys every cell shares (JSON values)."""
-        keys = ("epochs", "batch_size", "subsample", "balanced", "learning_rate", "weight_decay",
-                "augment_prob", "val_interval", "num_workers", "amp", "initial_weights",
-                "channels_last", "cudnn_benchmark", "pin_memory")
-        return {k: getattr(self, k) for k in keys}
-
-
 def _load_tables(study_dir: Path):
-    import pandas as pd
-
     data = study_dir / "data"
     index_csv, split_csv = data / "index.csv", data / "split.csv"
     for path in (index_csv, split_csv):
@@ -91,8 +63,6 @@ def _load_tables(study_dir: Path):
 
 
 def _cache_resolutions(study_dir: Path) -> list[int]:
-    from monai_cxr.data.cache import complete_resolutions
-
     return complete_resolutions(study_dir / "data" / "cache")
 
 
@@ -175,8 +145,6 @@ def cell_dirs(study_dir: str | os.PathLike) -> Path:
 
 def study_cells(study_dir: str | os.PathLike) -> list[str]:
     """Names of the cells of the study's current grid, in grid order."""
-    from monai_cxr.studyfile import load_study
-
     grid = load_study(study_dir).get("grid") or {}
     if not grid.get("cells"):
         raise CxrError(f"{study_dir} has no generated grid; run `monai-cxr generate --study-dir {study_dir}` first")
@@ -193,16 +161,12 @@ def clear_run_outputs(cell_dir: Path) -> None:
             path.unlink()
 
 
-def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool = False, echo=print) -> list[Path]:
+def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool = False) -> list[Path]:
     """Write the bundle of every cell of ``settings`` under ``STUDY/bundles``; return their folders.
 
     Unchanged cells are left as they are (a finished cell stays finished). A finished cell
     whose bundle would change is refused unless ``force``, which discards its results.
     """
-    from monai_cxr.bundle.datalist import build
-    from monai_cxr.data.labels import label_columns, resolve_label
-    from monai_cxr.studyfile import load_study, update_study
-
     study_dir = Path(study_dir).resolve()
     _safe_path(study_dir, "study path")
     if not (study_dir / "study.json").is_file():
@@ -223,8 +187,7 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     out = []
     for cell in grid:
         cell_dir = cell_dirs(study_dir) / cell.name
-        cache_file = study_dir / "data" / "cache" / f"r{cell.resolution}.npy"
-        files = render(cell, cell_dir, cache_file, settings, template)
+        files = render(cell, cell_dir, cache_file(study_dir / "data" / "cache", cell.resolution), settings, template)
         files["datalist.json"] = datalists[cell.label]
         changed = [name for name, text in files.items()
                    if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
@@ -245,6 +208,6 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     record = {**asdict(settings), "cells": [c.name for c in grid]}
     if previous != record:
         update_study(study_dir, grid=record)
-    echo(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
+    log.info(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
          f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")")
     return out

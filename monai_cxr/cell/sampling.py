@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch.distributed as dist
 from torch.utils.data import Sampler
 
 __all__ = ["SubsampleSampler"]
@@ -35,7 +36,6 @@ class SubsampleSampler(Sampler[int]):
 
     def __init__(self, labels: Sequence[int], num_samples: int = 0, balanced: bool = True, seed: int = 0,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
-        import torch.distributed as dist
 
         self.labels = np.asarray(labels).astype(int).ravel()
         self.num_samples = int(num_samples)

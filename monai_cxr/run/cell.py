@@ -1,0 +1,125 @@
+"""One cell run by the stock MONAI bundle runner, in its own process, under the cell's lock.
+
+Each cell runs as ``python -m monai.bundle run --config_file CELL/configs/train.json`` in its
+own process, so a crash, or a ``kill -9`` of the whole study, loses at most the cells that
+were running. A cell is finished exactly when its ``run.json`` exists (written last,
+atomically). A cell being run holds a lock on ``CELL/.lock`` (inherited by its process), so two
+runs of one study never run the same cell. A cell with ``nproc_per_node > 1`` runs under
+``torch.distributed.run`` with the template's ``multi_gpu_train.json`` overlay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from monai_cxr.grid.generate import clear_run_outputs
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None
+
+__all__ = ["CellOutcome", "bundle_command", "lock_cell", "run_cell", "LOG_NAME"]
+
+LOG_NAME = "logs/run.log"
+
+
+def bundle_command(cell_dir: Path, python: str | None = None, nproc_per_node: int = 1) -> list[str]:
+    """The stock runner's command line for one cell; under torchrun for several processes."""
+    python = python or sys.executable
+    configs = Path(cell_dir) / "configs"
+    if nproc_per_node <= 1:
+        return [python, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json")]
+    files = [str(configs / "train.json"), str(configs / "multi_gpu_train.json")]
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc_per_node)}",
+            "-m", "monai.bundle", "run", "--config_file", repr(files)]
+
+
+def lock_cell(cell_dir: Path) -> int | None:
+    """An open, exclusively locked ``.lock`` of the cell, or None if another process holds it."""
+    fd = os.open(cell_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+    return fd
+
+
+def cell_resolution(cell_dir: Path) -> int:
+    try:
+        return int(json.loads((cell_dir / "cell.json").read_text())["resolution"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _result_line(cell_dir: Path) -> str:
+    run = json.loads((cell_dir / "run.json").read_text())
+    se = run.get("best_val_auc_se")
+    auc = f"AUC {run['best_val_auc']:.3f}" + (f" ± {se:.3f}" if se is not None else "")
+    return f"{auc}  {run['train_seconds']:.0f} s  {run.get('images_per_s') or 0:.0f} img/s"
+
+
+@dataclass
+class CellOutcome:
+    """How one ``run_cell`` ended: ``status`` is finished, failed, skipped or busy."""
+
+    name: str
+    status: str
+    returncode: int | None = None
+    log: str = ""
+    result: str = ""
+    host: str = ""
+
+
+def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int = 1,
+             on_start=None) -> CellOutcome:
+    """Run one cell in its own process (blocking) unless it is finished or locked by another run.
+
+    Args:
+        cell_dir: the cell's bundle folder.
+        threads: ``OMP_NUM_THREADS`` of the cell's process(es), unless the environment sets it.
+        nproc_per_node: processes of a DistributedDataParallel cell (one per GPU).
+        on_start: called with the ``Popen`` once started (so a caller can terminate it).
+    """
+    cell_dir = Path(cell_dir)
+    host = platform.node()
+    fd = lock_cell(cell_dir)
+    if fd is None:
+        return CellOutcome(cell_dir.name, "busy", host=host)
+    try:
+        if (cell_dir / "run.json").is_file():  # finished by another run meanwhile
+            return CellOutcome(cell_dir.name, "skipped", host=host)
+        clear_run_outputs(cell_dir)  # leftovers of an interrupted run
+        log = cell_dir / LOG_NAME
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, int(threads))))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log, "w") as out:
+            proc = subprocess.Popen(bundle_command(cell_dir, nproc_per_node=nproc_per_node), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cell_dir, env=env,
+                                    pass_fds=(fd,))
+        try:
+            if on_start is not None:
+                on_start(proc)
+            returncode = proc.wait()
+        except BaseException:  # interrupted (Ctrl-C, a cancelled Ray task): stop the cell too
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    finally:
+        os.close(fd)
+    if returncode == 0 and (cell_dir / "run.json").is_file():
+        return CellOutcome(cell_dir.name, "finished", 0, str(log), _result_line(cell_dir), host)
+    return CellOutcome(cell_dir.name, "failed", returncode, str(log), host=host)
