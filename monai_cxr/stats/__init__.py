@@ -6,7 +6,12 @@ Pure NumPy/SciPy: importing this package does not import torch, so the ``delong`
 command and report scripts start fast.
 """
 
-from monai_cxr.stats.delong import DeLongResult, PairedComparison, delong, delong_unpaired
+from monai_cxr.stats.delong import (
+    DeLongResult,
+    PairedComparison,
+    delong,
+    delong_unpaired,
+)
 from monai_cxr.stats.multitest import holm
 from monai_cxr.stats.pooled import (
     NonInferiority,

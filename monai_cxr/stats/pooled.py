@@ -386,7 +386,7 @@ def sufficient_resolution(y_true, scores_by_resolution, margin: float = 0.02, al
     p_values = dict.fromkeys(resolutions, math.nan)
     p_values.update((r, tests[r].p_value) for r in others)
     p_holm = dict.fromkeys(resolutions, math.nan)
-    p_holm.update(zip(others, map(float, holm([p_values[r] for r in others]))))
+    p_holm.update(zip(others, map(float, holm([p_values[r] for r in others])), strict=True))
     sufficient = min([best] + [r for r in others if p_holm[r] < alpha])
     return SufficientResolution(best=int(best), sufficient=int(sufficient), resolutions=[int(r) for r in resolutions],
                                 pooled=pooled, tests=tests, p_values=p_values, p_holm=p_holm, margin=margin,
@@ -443,9 +443,9 @@ def _difference(auc, cov, k_a, level, reference) -> PooledDifference:
         ratio_var = sum(t for t, _ in terms) + max(ga * ga * case_a + gb * gb * case_b - 2 * ga * gb * cov_ab, 0.0)
         ratio_se = math.sqrt(ratio_var)
         ratio_df = _hillis_df(ratio_var, terms)
+        ratio_crit = _crit(level, ratio_df, reference)
     else:  # undefined, not an error: the difference still stands
-        ratio = ratio_se = ratio_df = math.nan
-    ratio_crit = _crit(level, ratio_df, reference) if ratio_df == ratio_df else math.nan
+        ratio = ratio_se = ratio_df = ratio_crit = math.nan
     return PooledDifference(
         n_seeds_a=k_a, n_seeds_b=k_b, auc_a=mean_a, auc_b=mean_b, diff=diff, se=se, z=z,
         p_value=2.0 * _cdf(-abs(z), df, reference), ci_low=diff - crit * se, ci_high=diff + crit * se, df=df,
