@@ -3,9 +3,12 @@
 ``cache/r{R}.npy`` holds a uint8 array (N, R, R) whose row i is index.csv row i, so
 training reads pre-resized arrays through a memory map and never decodes a PNG. Each
 image is made square first (``pad``: centred on a black square of its longer side, so no
-anatomy is cut; or ``crop``: the centred square of its shorter side), then area-averaged
-(PIL's BOX filter) straight from that square down to R x R: every resolution is an exact
-area average of the source, not of another resolution.
+anatomy is cut; or ``crop``: the centred square of its shorter side), then reduced straight
+from that square (side S) to R x R by :func:`~monai_cxr.data.resize.area_resize`: pixel (i, j)
+is the mean of the source over [i S/R, (i+1) S/R)^2, partly covered source pixels weighted by
+the covered fraction, rounded half to even to uint8. Every resolution is that exact area mean of
+the source, never of another resolution (PIL's BOX filter, used before FORMAT 2, is one only at
+integer factors).
 
 8-bit images are taken as they are; 16-bit (and float) ones are min-max scaled to 0-255 per
 image; colour images are converted to luminance. PNG and JPEG are read with PIL, NIfTI
@@ -35,10 +38,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from monai_cxr.data.resize import area_resize
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_json
 
-FORMAT = 1
+FORMAT = 2  # 2: exact area means (area_resize) instead of PIL's BOX filter
 SQUARE_POLICIES = ("pad", "crop")
 CHUNK = 64
 
@@ -115,7 +119,7 @@ def resized(path: str, resolutions, policy: str = "pad") -> dict[int, np.ndarray
     if too_big:
         raise CxrError(f"resolution {max(too_big)} exceeds the source size of {path} "
                        f"({side} px after making it square); use resolutions <= {side}")
-    return {r: np.asarray(img if r == side else img.resize((r, r), Image.BOX)) for r in resolutions}
+    return area_resize(np.asarray(img), resolutions)
 
 
 class FileImages:
