@@ -34,8 +34,8 @@ def bare_loop(cache_file, labels, args) -> list[float]:
     import torch
     from monai.bundle import ConfigParser
 
-    from monai_cxr.grid.networks import network_def
     from monai_cxr.cell.sampling import SubsampleSampler
+    from monai_cxr.grid.networks import network_def
 
     torch.manual_seed(0)
     cache = np.load(cache_file, mmap_mode="r")

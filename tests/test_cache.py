@@ -10,6 +10,7 @@ from PIL import Image
 from monai_cxr.data import cache as cache_mod
 from monai_cxr.data.cache import build_cache, open_cache
 from monai_cxr.data.images import FileImages, make_square
+from monai_cxr.data.resize import area_resize
 from monai_cxr.errors import CxrError
 
 
@@ -35,13 +36,11 @@ def test_values_equal_a_direct_area_resize_of_the_source(tmp_path):
         cached = open_cache(tmp_path / "cache", r)
         assert cached.shape == (5, r, r) and cached.dtype == np.uint8
         for row, path in enumerate(index["path"]):
-            direct = np.asarray(Image.open(path).resize((r, r), Image.BOX))
+            source = np.asarray(Image.open(path))
+            # 40 -> 8 and 20 are 5x5 and 2x2 block means (exact in float), rounded half to even
+            f = 40 // r
+            direct = np.rint(source.astype(float).reshape(r, f, r, f).mean(axis=(1, 3)))
             np.testing.assert_array_equal(cached[row], direct)
-    # 40 -> 8 is a 5x5 block mean: check area averaging itself, not only PIL's identity
-    # (PIL rounds between its two separable passes, hence up to one grey level)
-    source = np.asarray(Image.open(index["path"][0]), dtype=float)
-    block = source.reshape(8, 5, 8, 5).mean(axis=(1, 3))
-    assert np.abs(open_cache(tmp_path / "cache", 8)[0] - block).max() <= 1.0
 
 
 def test_parallel_workers_give_the_same_bytes(tmp_path):
@@ -115,7 +114,7 @@ def test_a_killed_build_resumes_without_redoing_finished_chunks(tmp_path, monkey
     build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False)
     assert sorted(built) == [3, 4] and "resuming" in messages[0]
     for row, path in enumerate(index["path"]):
-        direct = np.asarray(Image.open(path).resize((8, 8), Image.BOX))
+        direct = area_resize(np.asarray(Image.open(path)), [8])[8]
         np.testing.assert_array_equal(open_cache(tmp_path / "cache", 8)[row], direct)
 
 
@@ -134,3 +133,20 @@ def test_a_failed_rebuild_never_leaves_a_manifest_listing_deleted_arrays(tmp_pat
     assert cache_mod.complete_resolutions(tmp_path / "cache") == []
     with pytest.raises(CxrError, match="resolution 16 is not in the cache"):
         open_cache(tmp_path / "cache", 16)
+
+
+def test_a_cache_of_the_previous_format_is_rebuilt_with_exact_area_means(tmp_path, log_lines):
+    index = _images(tmp_path / "img", n=3, size=(40, 40))
+    build_cache(index, tmp_path / "cache", [30], workers=1, progress=False)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    manifest["format"] = 1  # PIL's BOX values: off by grey levels at 40 -> 30
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    old = np.load(tmp_path / "cache" / "r30.npy", mmap_mode="r+")
+    old[:] = [np.asarray(Image.open(p).resize((30, 30), Image.BOX)) for p in index["path"]]
+    old.flush()
+    log_lines.clear()
+    build_cache(index, tmp_path / "cache", [30], workers=1, progress=False)
+    assert "rebuilding" in log_lines[0]
+    for row, path in enumerate(index["path"]):
+        np.testing.assert_array_equal(open_cache(tmp_path / "cache", 30)[row],
+                                      area_resize(np.asarray(Image.open(path)), [30])[30])

@@ -8,7 +8,6 @@ import re
 import pytest
 import torch
 
-from monai_cxr.grid.networks import network_def
 from monai_cxr.cell.pretrained import (
     GREY_MEAN,
     GREY_STD,
@@ -20,6 +19,7 @@ from monai_cxr.cell.pretrained import (
     pretrained_network,
 )
 from monai_cxr.errors import CxrError
+from monai_cxr.grid.networks import network_def
 
 torch.set_num_threads(1)
 

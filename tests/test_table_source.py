@@ -13,6 +13,7 @@ from monai_cxr.cli import main
 from monai_cxr.data.cache import open_cache
 from monai_cxr.data.images import make_square, read_image
 from monai_cxr.data.prepare import TableOptions, prepare
+from monai_cxr.data.resize import area_resize
 from monai_cxr.data.sources.table import read_table
 from monai_cxr.errors import CxrError
 
@@ -57,8 +58,8 @@ def test_prepare_end_to_end_through_the_cli(tmp_path):
     cached = open_cache(tmp_path / "s/data/cache", 24)
     for i, row in enumerate(rows):
         if row["kind"] != "jpg":
-            expected = make_square(Image.fromarray(base_image(i))).resize((24, 24), Image.BOX)
-            np.testing.assert_array_equal(cached[i], np.asarray(expected))
+            expected = area_resize(np.asarray(make_square(Image.fromarray(base_image(i)))), [24])[24]
+            np.testing.assert_array_equal(cached[i], expected)
     study = json.loads((tmp_path / "s/study.json").read_text())["data"]
     assert study["dataset"] == "csv" and study["labels"] == ["Effusion", "Nodule"]
     assert study["label_cols"] == ["Effusion", "Nodule"] and study["table"] == str(tmp_path / "tables/study.csv")

@@ -281,7 +281,9 @@ def _check_def(network_def, where: str) -> None:
             raise CxrError(f"{where}: key {key!r} is not allowed; only '_target_' and the network's arguments")
         _check_value(value, f"{where}.{key}")
 
-    from pydoc import locate  # what monai.utils.module.instantiate resolves a _target_ with
+    from pydoc import (
+        locate,  # what monai.utils.module.instantiate resolves a _target_ with
+    )
 
     import torch
     from monai.bundle import ConfigComponent

@@ -3,15 +3,14 @@
 ``cache/r{R}.npy`` holds a uint8 array (N, R, R) whose row i is index.csv row i, so
 training reads pre-resized arrays through a memory map and never decodes a PNG. Each
 image is made square first (``pad``: centred on a black square of its longer side, so no
-anatomy is cut; or ``crop``: the centred square of its shorter side), then area-averaged
-(PIL's BOX filter) straight from that square down to R x R: every resolution is an exact
-area average of the source, not of another resolution.
+anatomy is cut; or ``crop``: the centred square of its shorter side), then reduced straight
+from that square (side S) to R x R by :func:`~monai_cxr.data.resize.area_resize`: pixel (i, j)
+is the mean of the source over [i S/R, (i+1) S/R)^2, partly covered source pixels weighted by
+the covered fraction, rounded half to even to uint8. Every resolution is that exact area mean of
+the source, never of another resolution (PIL's BOX filter, used before FORMAT 2, is one only at
+integer factors).
 
-8-bit images are taken as they are; 16-bit (and float) ones are min-max scaled to 0-255 per
-image; colour images are converted to luminance. PNG and JPEG are read with PIL, NIfTI
-(``.nii``, ``.nii.gz``) with nibabel (a 2-D slice, see :func:`read_nifti`).
-
-Where the pixels come from is an *image source* (:class:`FileImages` here: one file per
+Where the pixels come from is an *image source* (:class:`~monai_cxr.data.images.FileImages`: one file per
 index row; ChestMNIST's :class:`~monai_cxr.data.sources.chestmnist.NpzImages`: rows of ``.npz``
 arrays): ``read(resolutions)`` gives its rows at each resolution, ``take(start, stop)`` a
 slice of it for one chunk. The builder below knows nothing else about the source.
@@ -42,7 +41,7 @@ from monai_cxr.fileio import write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: exact area means (area_resize) instead of PIL's BOX filter
 SQUARE_POLICIES = ("pad", "crop")
 CHUNK = 64
 

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from monai_cxr.data.resize import area_resize
 from monai_cxr.errors import CxrError
 
 __all__ = ["IMAGE_SUFFIXES", "FileImages", "make_square", "read_image", "read_nifti", "resized", "to_uint8"]
@@ -87,7 +88,7 @@ def resized(path: str, resolutions, policy: str = "pad") -> dict[int, np.ndarray
     if too_big:
         raise CxrError(f"resolution {max(too_big)} exceeds the source size of {path} "
                        f"({side} px after making it square); use resolutions <= {side}")
-    return {r: np.asarray(img if r == side else img.resize((r, r), Image.BOX)) for r in resolutions}
+    return area_resize(np.asarray(img), resolutions)
 
 
 class FileImages:

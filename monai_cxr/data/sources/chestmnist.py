@@ -11,9 +11,9 @@ The files carry no file names and no patient ids, so ``image_id`` is ``{split}_{
 ``path`` is a reference ``/abs/chestmnist_224.npz#train/17`` into the largest file given.
 
 :class:`NpzImages` is the cache's image source for these rows: a resolution that one of the
-files has is copied from that file; any other is area-averaged (PIL's BOX filter, as for
-image files) from the largest file. Arrays are streamed from the ``.npz`` in row order, so
-a 224 px file (about 5 GB unpacked) is never loaded whole.
+files has is copied from that file; any other is the exact area average of the largest file
+(:func:`~monai_cxr.data.resize.area_resize`, as for image files). Arrays are streamed from the
+``.npz`` in row order, so a 224 px file (about 5 GB unpacked) is never loaded whole.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from monai_cxr.data.resize import area_resize
 from monai_cxr.data.sources.base import Options, SourceData, given_split
 from monai_cxr.errors import CxrError
 
@@ -285,8 +285,11 @@ class NpzImages:
                     read[side] = _rows(self.files[side], split, rows)
                 if side == r:
                     out[r][at] = read[side]
-                else:
-                    out[r][at] = [np.asarray(Image.fromarray(img).resize((r, r), Image.BOX)) for img in read[side]]
+            derived = [r for r in resolutions if r not in self.files]
+            if derived:
+                for i, img in zip(at, read[self.largest]):
+                    for r, small in area_resize(img, derived).items():  # all sizes of one image at once
+                        out[r][i] = small
         return out
 
     def close(self) -> None:
