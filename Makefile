@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast lint format clean
 
 $(VENV)/.base: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -e .
 	touch $@
 
-# The tests also need the test tools and Ray (the cluster executor is tested on a local Ray).
+# The tests also need the test tools (pytest, hypothesis, ruff) and Ray (the cluster executor is tested on a local Ray).
 $(VENV)/.test: $(VENV)/.base
 	$(BIN)/python -m pip install -e '.[test,ray]'
 	touch $@
@@ -28,8 +28,21 @@ install: $(VENV)/.base
 demo: install
 	$(BIN)/monai-cxr study
 
-test: $(VENV)/.test
+# The whole suite, after the linter: what CI runs (.ci/run).
+test: lint
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests that train networks (marked slow): under a minute.
+test-fast: $(VENV)/.test
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

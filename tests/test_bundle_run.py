@@ -11,6 +11,8 @@ from conftest import TINY_GRID, make_hand_study
 
 from monai_cxr.grid.generate import GridSettings, generate
 
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
+
 HOSTILE = '$__import__("os").system("touch X")'
 
 

@@ -1,5 +1,6 @@
 """A cell as 2-process DistributedDataParallel (gloo on CPU) through `monai-cxr run --nproc-per-node 2`."""
 
+import pytest
 import json
 
 import numpy as np
@@ -10,6 +11,8 @@ from conftest import TINY_GRID, make_hand_study
 from monai_cxr.cell.sampling import SubsampleSampler
 from monai_cxr.cli import main
 from monai_cxr.grid.generate import GridSettings, generate
+
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
 
 
 def test_two_gloo_processes_train_one_cell_and_rank_0_writes_the_contract(tmp_path, capsys):

@@ -5,6 +5,8 @@ import pytest
 from monai_cxr.errors import CxrError
 from monai_cxr.grid.probe import measure, parse_size
 
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
+
 
 @pytest.mark.parametrize("text,expected", [("16GiB", 16 * 2**30), ("80GB", 80 * 10**9), ("512MiB", 512 * 2**20),
                                            ("1.5g", int(1.5 * 2**30)), ("1000", 1000)])

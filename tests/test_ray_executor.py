@@ -12,6 +12,8 @@ from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.run.cell import bundle_command
 from monai_cxr.run.executor import run_cells
 
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
+
 
 def tiny(tmp_path):
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12, resolutions=(16, 32))

@@ -13,6 +13,8 @@ from monai_cxr.cli import main
 from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.run.executor import run_cells
 
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
+
 
 def chexpert(tmp_path):
     write_chexpert(tmp_path, train_rows=generated_rows(40))

@@ -12,6 +12,8 @@ from monai_cxr.errors import CxrError
 from monai_cxr.grid.settings import amp_mode
 from monai_cxr.run.executor import run_cells
 
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
+
 ASKED = {"amp": "bf16", "channels_last": True, "cudnn_benchmark": True, "pin_memory": True, "num_workers": 1}
 OFF = {"amp": "off", "channels_last": False, "cudnn_benchmark": False, "pin_memory": False}
 

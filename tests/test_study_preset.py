@@ -1,5 +1,6 @@
 """`monai-cxr study`: synth + prepare + generate + run + report in one command, and a rerun redoes nothing."""
 
+import pytest
 import json
 
 import click
@@ -9,6 +10,8 @@ from conftest import TINY_GRID
 from monai_cxr.grid import presets
 from monai_cxr.grid.settings import GridSettings
 from monai_cxr.pipeline import run_study
+
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
 
 
 def test_a_preset_study_runs_whole_and_resumes_as_a_no_op(tmp_path, monkeypatch, log_lines):

@@ -16,6 +16,8 @@ from monai_cxr.cli import main
 from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.run.executor import run_cells
 
+pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
+
 CLI = [sys.executable, "-c", "from monai_cxr.cli import main; main()"]
 
 
