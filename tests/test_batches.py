@@ -65,6 +65,16 @@ def test_a_flat_image_normalises_to_zeros_and_others_match_monai(cache):
     np.testing.assert_allclose(normalize_images(floats).numpy(), torch.stack(expected).numpy(), atol=1e-6)
 
 
+def test_normalisation_is_accurate_on_large_images_in_any_memory_layout():
+    images = torch.randint(0, 256, (2, 1, 300, 300), dtype=torch.uint8)
+    images[1] = images[1] // 16 + 100  # low contrast, far from zero
+    d = images.double()
+    truth = (d - d.mean(dim=(1, 2, 3), keepdim=True)) / d.std(dim=(1, 2, 3), correction=0, keepdim=True)
+    np.testing.assert_allclose(normalize_images(images).numpy(), truth.numpy(), atol=2e-6)
+    transposed = images.transpose(2, 3)  # not contiguous
+    assert torch.equal(normalize_images(transposed), normalize_images(transposed.contiguous()))
+
+
 def test_single_items_and_the_default_collate_still_work(cache):
     cache_file, data = cache
     ds = CacheBatchDataset(cache_file, data)
