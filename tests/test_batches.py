@@ -10,8 +10,8 @@ from monai.data import DataLoader as MonaiDataLoader
 from monai.transforms import Affine, Compose, NormalizeIntensityd
 from torch.utils.data import DataLoader
 
-from monai_cxr.bundle.batches import (CacheBatchDataset, DevicePreprocess, affine_theta, affine_warp, collate_batch,
-                                      normalize_images)
+from monai_cxr.bundle.batches import (CacheBatchDataset, DevicePreprocess, LossAverage, affine_theta, affine_warp,
+                                      collate_batch, normalize_images)
 from monai_cxr.bundle.sampling import SubsampleSampler
 from monai_cxr.bundle.transforms import LoadCacheRowd
 from monai_cxr.errors import CxrError
@@ -226,3 +226,25 @@ def test_user_mistakes_get_one_line_errors(cache, tmp_path):
     with pytest.raises(CxrError, match="must be uint8"):
         np.save(tmp_path / "f.npy", np.zeros((2, 3, 3), np.float32))
         CacheBatchDataset(tmp_path / "f.npy", [])
+
+
+def test_the_trainer_runs_on_cache_batches_and_reports_the_epoch_loss(cache):
+    from ignite.engine import Events
+    from monai.engines import SupervisedTrainer
+
+    cache_file, data = cache
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(R * R, 1))
+    labels = [item["label"][0] for item in data]
+    loader = DataLoader(CacheBatchDataset(cache_file, data), sampler=SubsampleSampler(labels, 24, seed=0),
+                        batch_size=8, drop_last=True, collate_fn=collate_batch)
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=2, train_data_loader=loader, network=net,
+                                optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
+                                loss_function=torch.nn.BCEWithLogitsLoss(), decollate=False, optim_set_to_none=True,
+                                prepare_batch=DevicePreprocess(augment_prob=0.5), train_handlers=[LossAverage()])
+    losses, seen = [], []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(e.state.metrics["train_loss"]))
+    trainer.run()
+    assert len(losses) == 6 and len(seen) == 2
+    assert seen == pytest.approx([np.mean(losses[:3]), np.mean(losses[3:])])

@@ -29,7 +29,8 @@ import torch
 
 from monai_cxr.errors import CxrError
 
-__all__ = ["CacheBatchDataset", "DevicePreprocess", "affine_theta", "affine_warp", "collate_batch", "normalize_images"]
+__all__ = ["CacheBatchDataset", "DevicePreprocess", "LossAverage", "affine_theta", "affine_warp", "collate_batch",
+           "normalize_images"]
 
 _ID_KEYS = ("image_id", "patient_id")
 
@@ -361,3 +362,35 @@ class DevicePreprocess:
             params = _to_device(params, x.device).reshape(2, n, *[1] * (x.ndim - 1))
             x = torch.addcmul(params[1], x, params[0])
         return x
+
+
+def _loss(output):
+    """The loss of a trainer's output: a dict (``decollate=False``) or a decollated list of dicts."""
+    return output[0]["loss"] if isinstance(output, (list, tuple)) else output["loss"]
+
+
+class LossAverage:
+    """The epoch's mean training loss in ``engine.state.metrics[name]``, read from the device once per epoch.
+
+    Logging the loss with ``.item()`` every iteration (``TensorBoardStatsHandler``'s default
+    ``iteration_log=True``, a progress bar's ``output_transform``) makes the host wait for the device at every
+    step, so it cannot queue the next one. This attaches Ignite's ``Average`` metric with its accumulator on
+    the engine's device: each iteration adds the loss there without a sync; at ``EPOCH_COMPLETED`` it
+    synchronises once (and averages over ranks under ``torch.distributed``, so every rank must attach it).
+    Attach it before ``StatsHandler`` / ``TensorBoardStatsHandler`` (``iteration_log=False``), which then log
+    the value with the epoch's other metrics.
+
+    Args:
+        name: the metric's name.
+        device: where to accumulate [default: the engine's ``state.device``, which MONAI's engines set].
+    """
+
+    def __init__(self, name: str = "train_loss", device: str | torch.device | None = None) -> None:
+        self.name = name
+        self.device = device
+
+    def attach(self, engine) -> None:
+        from ignite.metrics import Average
+
+        device = self.device if self.device is not None else getattr(engine.state, "device", None) or "cpu"
+        Average(output_transform=_loss, device=device).attach(engine, self.name)
