@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -119,8 +119,8 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"images/s, one core (torch threads {torch.get_num_threads()}, num_workers=0), batch {args.batch_size}, "
           f"best of {args.repeats} interleaved repeats of >= {args.seconds} s")
-    header = ["px", "raw", "loader", "sorted", "+norm", "+aug", "old", "old+aug", "loader/raw", "+norm/raw", "+norm/old",
-              "+aug/old+aug"]
+    header = ["px", "raw", "loader", "sorted", "+norm", "+aug", "old", "old+aug",
+              "loader/raw", "+norm/raw", "+norm/old", "+aug/old+aug"]
     print(" ".join(f"{h:>12}" for h in header))
     with tempfile.TemporaryDirectory() as tmp:
         for res in args.resolutions:

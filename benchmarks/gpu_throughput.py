@@ -197,6 +197,8 @@ def main() -> None:
     parser.add_argument("--out", help="write the table as Markdown here")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, 2 iterations: check the script")
     args = parser.parse_args()
+    if args.warmup < 1 or args.iters < 1:
+        parser.error("--warmup and --iters must be at least 1")
     import torch
 
     if args.dry_run:
@@ -212,7 +214,8 @@ def main() -> None:
     args.channels_last = device.type == "cuda"
     args.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
-    title = (f"{name}; bf16 autocast {'on' if args.amp else 'off'}, channels-last {'on' if args.channels_last else 'off'}, "
+    on = {True: "on", False: "off"}
+    title = (f"{name}; bf16 autocast {on[args.amp]}, channels-last {on[args.channels_last]}, "
              f"{args.workers} loader workers, augment_prob {args.augment_prob}, {args.iters} timed iterations "
              f"after {args.warmup}")
     header = ["arch", "px", "batch", "bare img/s", "harness img/s", "harness/bare", "input img/s", "syncs/it"]

@@ -10,8 +10,15 @@ from monai.data import DataLoader as MonaiDataLoader
 from monai.transforms import Affine, Compose, NormalizeIntensityd
 from torch.utils.data import DataLoader
 
-from monai_cxr.bundle.batches import (CacheBatchDataset, DevicePreprocess, LossAverage, affine_theta, affine_warp,
-                                      collate_batch, normalize_images)
+from monai_cxr.bundle.batches import (
+    CacheBatchDataset,
+    DevicePreprocess,
+    LossAverage,
+    affine_theta,
+    affine_warp,
+    collate_batch,
+    normalize_images,
+)
 from monai_cxr.bundle.sampling import SubsampleSampler
 from monai_cxr.bundle.transforms import LoadCacheRowd
 from monai_cxr.errors import CxrError
@@ -146,7 +153,7 @@ def test_augmentation_prob_0_is_identity_and_prob_1_changes_every_image(cache):
 
 def test_the_same_seed_gives_the_same_augmentation(cache):
     batch = batch_of(cache)
-    options = dict(augment_prob=0.5, flip_prob=0.5, brightness=0.1, contrast=0.1)
+    options = {"augment_prob": 0.5, "flip_prob": 0.5, "brightness": 0.1, "contrast": 0.1}
     a, b, c = (DevicePreprocess(**options, seed=s) for s in (7, 7, 8))
     first = [a(batch)[0] for _ in range(2)]
     assert not torch.equal(first[0], first[1])  # the stream moves on
