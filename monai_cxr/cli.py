@@ -11,10 +11,8 @@ standard error.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import sys
 
 import click
@@ -138,33 +136,6 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
 
 
 # ---------------------------------------------------------------------- statistics
-def _read_csv_columns(path, columns):
-    """The named columns of a CSV file as lists of floats, or a CxrError naming the problem."""
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise CxrError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header) or 'none'})")
-            out = {c: [] for c in columns}
-            for row_no, row in enumerate(reader, start=2):  # line 1 is the header
-                for c in columns:
-                    text = (row[c] or "").strip()
-                    try:
-                        value = float(text)
-                    except ValueError:
-                        value = math.nan
-                    if not math.isfinite(value):
-                        raise CxrError(f"{path} line {row_no}: column {c!r} holds {text!r}, not a finite number")
-                    out[c].append(value)
-    except FileNotFoundError:
-        raise CxrError(f"{path}: no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError, csv.Error) as exc:
-        raise CxrError(f"{path}: cannot read it as CSV ({exc})") from None
-    return out
-
-
 def _delong_table(summary, path, level):
     pct = f"{level:.0%}" if round(level * 100, 6) == round(level * 100) else f"{level * 100:g}%"
     num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
@@ -202,15 +173,9 @@ def delong_command(csv_file, truth_col, score_cols, level, as_json):
     Uses pROC's conventions; the direction is never flipped (higher score = positive).
     """
     from monai_cxr.stats import delong
+    from monai_cxr.stats.scoretable import read_score_table
 
-    if len(set(score_cols)) != len(score_cols):
-        raise CxrError(f"--score-col repeats a column: {', '.join(score_cols)}")
-    if truth_col in score_cols:
-        raise CxrError(f"column {truth_col!r} is given as both --truth-col and --score-col")
-    columns = _read_csv_columns(csv_file, [truth_col, *score_cols])
-    for line, value in enumerate(columns[truth_col], start=2):
-        if value not in (0.0, 1.0):
-            raise CxrError(f"{csv_file} line {line}: truth column {truth_col!r} holds {value:g}; allowed: 0 or 1")
+    columns = read_score_table(csv_file, truth_col, score_cols)
     try:
         result = delong(columns[truth_col], [columns[c] for c in score_cols], level=level)
     except CxrError as exc:
