@@ -317,12 +317,15 @@ def study(preset, study_dir, data_dir, jobs, force, executor, address):
 @click.option("--figure-labels", callback=_str_list, default=None,
               help="Comma-separated labels of the architecture figure [default: Mass,Nodule "
                    "where run].")
+@click.option("--margin", type=float, default=0.02, show_default=True,
+              help="Non-inferiority margin in AUC for the verdict (the smallest size within it of the best).")
 @click.option("--no-tensorboard", is_flag=True, help="Skip the study-level TensorBoard log.")
-def report(study_dir, reference_resolution, out_dir, figure_labels, no_tensorboard):
-    """Summarise finished cells: summary.csv, comparisons.csv, report.md, figures, TensorBoard."""
+def report(study_dir, reference_resolution, out_dir, figure_labels, margin, no_tensorboard):
+    """The verdict per finding, pooled tables, comparisons, report.md, figures, TensorBoard."""
     from monai_cxr.report import make_report
 
-    make_report(study_dir, out_dir=out_dir, reference_resolution=reference_resolution, figure_labels=figure_labels, tensorboard=not no_tensorboard)
+    make_report(study_dir, out_dir=out_dir, reference_resolution=reference_resolution, figure_labels=figure_labels,
+                tensorboard=not no_tensorboard, margin=margin)
 
 
 class _ClickHandler(logging.Handler):

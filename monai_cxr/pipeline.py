@@ -61,9 +61,9 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, jobs: int | 
         jobs = p.jobs  # the preset's local parallelism; Ray fills the cluster by default
     summary = executor.run_cells(study_dir, jobs=jobs, progress=progress, **run_options)
     names = summary.finished + summary.skipped
-    if report and names:
-        make_report(study_dir)
-    elif names:
+    if names and not report:
         log.info(auc_table(study_dir, names))
     log.info(f"study {p.name} took {time.perf_counter() - start:.0f} s")
+    if report and names:
+        make_report(study_dir)  # its verdict table is the last thing printed
     return len(summary.failed) + len(summary.busy)

@@ -1,16 +1,24 @@
-"""Read a study directory as the report needs it: settings, finished cells, missing cells.
+"""Read a study as the report needs it: its grid, the finished cells, the missing ones.
 
-Only the files of the contract in ``docs/study-layout.md`` are read: ``study.json``,
-``bundles/<cell>/cell.json``, ``predictions.csv`` and ``run.json``. A cell is finished
-exactly when its ``run.json`` exists; generated cells without one are listed as missing,
-so a partial study is reported for what has finished.
+The report covers exactly the cells of ``study.json["grid"]["cells"]`` (the grid that
+``generate`` last wrote); folders in ``bundles/`` from an earlier grid are counted and
+ignored. A grid cell is finished exactly when its ``run.json`` exists; the others are
+missing, each with a ``reason``, so a partial study is reported for what has finished.
+
+Every finished cell's ``predictions.csv`` is checked against ``data/split.csv`` and
+``data/index.csv``: per fold it scored, it must hold exactly the fold's images of its label
+that are not unknown (-1), with the index's truth. A truncated or stale file is a one-line
+error naming the file and the first mismatch, never a quietly smaller AUC.
+
+Each label is scored on one fold, so that all its cells are compared on the same images:
+``test`` when every finished cell of the label has test predictions, else ``val`` (then
+checkpoint selection and scoring used the same images and the AUCs are optimistic).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +27,9 @@ import pandas as pd
 from monai_cxr.errors import CxrError
 
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
+SCORED_FOLDS = ("val", "test")
 CELL_KEYS = ("label", "arch", "resolution", "seed")
+UNKNOWN = -1
 
 
 @dataclass
@@ -31,15 +41,24 @@ class Cell:
     arch: str
     resolution: int
     seed: int
+    path: Path | None = None
     run: dict | None = None
-    predictions: object = None  # pandas.DataFrame for a finished cell, in image_id order
-    reason: str = ""  # why a cell is missing
+    # pandas.DataFrame for a finished cell: image_id, patient_id, fold, label, score, sorted by fold, image_id
+    predictions: object = None
+    reason: str = ""  # why a grid cell is not reported (missing, or stale)
+    _arrays: dict = field(default_factory=dict, repr=False)
 
-    @cached_property
-    def arrays(self):
-        """(image_id, label, score) NumPy arrays of the predictions, computed once."""
-        p = self.predictions
-        return p["image_id"].to_numpy(dtype=object), p["label"].to_numpy(), p["score"].to_numpy()
+    def arrays(self, fold: str):
+        """(image_id, label, score) NumPy arrays of one fold, in image_id order, computed once."""
+        if fold not in self._arrays:
+            p = self.predictions[self.predictions["fold"] == fold]
+            self._arrays[fold] = (p["image_id"].to_numpy(dtype=object), p["label"].to_numpy(),
+                                  p["score"].to_numpy())
+        return self._arrays[fold]
+
+    @property
+    def folds(self) -> set:
+        return set(self.predictions["fold"]) if self.predictions is not None else set()
 
     @property
     def key(self) -> tuple:
@@ -52,32 +71,55 @@ class Study:
     settings: dict
     finished: list[Cell] = field(default_factory=list)
     missing: list[Cell] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # bundles/ folders not in the grid
+    folds: dict = field(default_factory=dict)  # label -> the fold its AUCs are computed on
 
     @property
     def synthetic(self) -> bool:
         return bool(self.settings.get("synthetic", False))
 
+    @property
+    def optimistic(self) -> list[str]:
+        """Labels scored on val: the images that also selected the checkpoint."""
+        return sorted(label for label, fold in self.folds.items() if fold == "val")
+
 
 def _read_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CxrError(f"cannot read {path}: {exc}") from None
     if not isinstance(obj, dict):
         raise CxrError(f"{path} must hold a JSON object, not {type(obj).__name__}")
     return obj
 
 
-def read_predictions(path: Path):
-    """Read a cell's ``predictions.csv``, checking the contract's columns and 0/1 labels."""
+def _read_table(path: Path):
+    # ids are text as written: an image or patient called "NA" must not become NaN
     try:
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
+        return pd.read_csv(path, dtype={"image_id": str, "patient_id": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise CxrError(f"cannot read {path}: {exc}") from None
+
+
+def read_predictions(path: Path):
+    """Read a cell's ``predictions.csv``, checking the contract's columns, 0/1 labels and folds.
+
+    A file without ``fold`` (written before test folds existed) holds val predictions;
+    ``frame.attrs["has_fold"]`` says which kind it was.
+    """
+    frame = _read_table(path)
     absent = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if absent:
         raise CxrError(f"{path} lacks column(s) {', '.join(absent)}; "
-                       f"expected {', '.join(PREDICTION_COLUMNS)}")
+                       f"expected {', '.join(PREDICTION_COLUMNS)}, fold")
+    has_fold = "fold" in frame.columns
+    if not has_fold:
+        frame["fold"] = "val"
+    frame["fold"] = frame["fold"].astype(str)
+    bad = frame.loc[~frame["fold"].isin(SCORED_FOLDS), "fold"]
+    if len(bad):
+        raise CxrError(f"{path}: fold must be val or test, got {bad.iloc[0]!r}")
     if not frame["label"].isin([0, 1]).all():
         raise CxrError(f"{path}: column label must hold 0 or 1 only")
     score = pd.to_numeric(frame["score"], errors="coerce")
@@ -88,11 +130,75 @@ def read_predictions(path: Path):
         raise CxrError(f"{path}: image_id {dup!r} appears more than once")
     frame["label"] = frame["label"].astype(int)
     frame["score"] = score.astype(float)
-    # in image_id order, so two cells on the same images pair up row by row
-    return frame.sort_values("image_id", ignore_index=True, kind="stable")
+    # in image_id order within a fold, so cells on the same images pair up row by row
+    frame = frame.sort_values(["fold", "image_id"], ignore_index=True, kind="stable")
+    frame.attrs["has_fold"] = has_fold
+    return frame
+
+
+class Truth:
+    """What each label's val and test images are, from ``data/split.csv`` and ``data/index.csv``."""
+
+    def __init__(self, study_dir: Path):
+        data = study_dir / "data"
+        for path in (data / "index.csv", data / "split.csv"):
+            if not path.is_file():
+                raise CxrError(f"{path} not found; the report checks every cell's predictions against it")
+        self.index, split = _read_table(data / "index.csv"), _read_table(data / "split.csv")
+        for path, frame, cols in ((data / "index.csv", self.index, ("image_id",)),
+                                  (data / "split.csv", split, ("image_id", "fold"))):
+            absent = [c for c in cols if c not in frame.columns]
+            if absent:
+                raise CxrError(f"{path} lacks column {absent[0]}")
+        folds = dict(zip(split["image_id"], split["fold"].astype(str)))
+        self.fold = self.index["image_id"].map(folds)
+        self._cache: dict = {}
+
+    def expected(self, label: str, where: Path) -> dict:
+        """``{fold: Series image_id -> 0/1}`` of a label's val and test images that are not unknown."""
+        if label not in self._cache:
+            if label not in self.index.columns:
+                raise CxrError(f"{where}: label {label!r} is not a column of data/index.csv")
+            truth = pd.to_numeric(self.index[label], errors="coerce")
+            known = truth.isin([0, 1])
+            self._cache[label] = {
+                f: pd.Series(truth[known & (self.fold == f)].astype(int).to_numpy(),
+                             index=self.index["image_id"][known & (self.fold == f)].to_numpy())
+                for f in SCORED_FOLDS}
+        return self._cache[label]
+
+
+def check_predictions(path: Path, frame, label: str, expected: dict, has_fold: bool) -> None:
+    """Each scored fold of ``frame`` holds exactly the expected images with the expected truth.
+
+    A file without a ``fold`` column is checked for val only (it predates test predictions).
+    """
+    folds = SCORED_FOLDS if has_fold else ("val",)
+    for fold in folds:  # an image that does not belong (e.g. in the wrong fold) says more than a gap
+        extra = sorted(set(frame.loc[frame["fold"] == fold, "image_id"]) - set(expected[fold].index))
+        if extra:
+            raise CxrError(f"{path}: image {extra[0]!r} is not a {fold} image of label {label!r} "
+                           f"in data/split.csv and data/index.csv")
+    for fold in folds:
+        got = frame[frame["fold"] == fold]
+        want = expected[fold]
+        absent = sorted(set(want.index) - set(got["image_id"]))
+        if absent:
+            raise CxrError(f"{path} has {len(got)} {fold} row(s) but data/split.csv has {len(want)} {fold} "
+                           f"image(s) of label {label!r}; first missing: {absent[0]!r} (truncated or stale: "
+                           "rerun the cell)")
+        wrong = got["label"].to_numpy() != want.loc[got["image_id"]].to_numpy()
+        if wrong.any():
+            row = got[wrong].iloc[0]
+            raise CxrError(f"{path}: image {row['image_id']!r} has label {row['label']} but data/index.csv "
+                           f"says {want[row['image_id']]} for {label!r}")
 
 
 def _read_cell(folder: Path) -> Cell:
+    """A grid cell's identity and, when it finished, its run record; predictions come later."""
+    if not (folder / "cell.json").is_file():
+        return Cell(name=folder.name, label="", arch="", resolution=0, seed=0, path=folder,
+                    reason="not generated (no cell.json)")
     info = _read_json(folder / "cell.json")
     absent = [k for k in CELL_KEYS if k not in info]
     if absent:
@@ -103,38 +209,61 @@ def _read_cell(folder: Path) -> Cell:
         raise CxrError(f"{folder / 'cell.json'}: resolution and seed must be integers, got "
                        f"{info['resolution']!r} and {info['seed']!r}") from None
     cell = Cell(name=folder.name, label=str(info["label"]), arch=str(info["arch"]),
-                resolution=resolution, seed=seed)
-    run_path = folder / "run.json"
-    if not run_path.exists():
+                resolution=resolution, seed=seed, path=folder)
+    if not (folder / "run.json").exists():
         cell.reason = "not run yet (no run.json)"
-        return cell
-    pred_path = folder / "predictions.csv"
-    if not pred_path.exists():
+    elif not (folder / "predictions.csv").exists():
         cell.reason = "run.json without predictions.csv"
-        return cell
-    cell.run = _read_json(run_path)
-    cell.predictions = read_predictions(pred_path)
+    else:
+        cell.run = _read_json(folder / "run.json")
     return cell
 
 
+def grid_cells(path: Path, settings: dict) -> list[str]:
+    """The cell names of the study's grid, in grid order."""
+    grid = settings.get("grid")
+    cells = grid.get("cells") if isinstance(grid, dict) else None
+    if not cells or not isinstance(cells, list):
+        raise CxrError(f"{path / 'study.json'} has no generated grid (grid.cells); "
+                       f"run `monai-cxr generate --study-dir {path}` first")
+    return [str(c) for c in cells]
+
+
 def load_study(study_dir) -> Study:
-    """Read ``study.json`` and every ``bundles/<cell>/``; fail if no cell has finished."""
+    """Read ``study.json``, its grid's cells and the data they are checked against."""
     path = Path(study_dir)
     if not path.is_dir():
         raise CxrError(f"study directory {str(path)!r} does not exist")
-    settings = _read_json(path / "study.json") if (path / "study.json").exists() else {}
-    study = Study(path=path, settings=settings)
+    if not (path / "study.json").is_file():
+        raise CxrError(f"{path / 'study.json'} not found; is {str(path)!r} a study directory?")
+    study = Study(path=path, settings=_read_json(path / "study.json"))
+    names = grid_cells(path, study.settings)
     bundles = path / "bundles"
-    folders = sorted(p for p in bundles.iterdir() if (p / "cell.json").exists()) \
+    truth = None
+    for name in names:
+        cell = _read_cell(bundles / name)
+        # The staleness check goes here: a finished cell whose inputs changed after it was generated
+        # gets a ``cell.reason`` and is then listed as missing with that reason, never reported.
+        if cell.run is None or cell.reason:
+            study.missing.append(cell)
+            continue
+        truth = truth or Truth(path)
+        pred_path = cell.path / "predictions.csv"
+        cell.predictions = read_predictions(pred_path)
+        check_predictions(pred_path, cell.predictions, cell.label, truth.expected(cell.label, pred_path),
+                          cell.predictions.attrs["has_fold"])
+        study.finished.append(cell)
+    listed = set(names)
+    study.ignored = sorted(p.name for p in bundles.iterdir() if p.is_dir() and p.name not in listed) \
         if bundles.is_dir() else []
-    for folder in folders:
-        cell = _read_cell(folder)
-        (study.finished if cell.run is not None else study.missing).append(cell)
     if not study.finished:
-        raise CxrError(f"no finished cell in {bundles} ({len(folders)} generated, none has "
-                       f"run.json); run `monai-cxr run --study-dir {path}` first")
+        raise CxrError(f"no finished cell in {bundles} ({len(names)} in the grid, none has run.json); "
+                       f"run `monai-cxr run --study-dir {path}` first")
     keys = [c.key for c in study.finished]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise CxrError(f"two finished cells share label, arch, resolution, seed {dup}")
+    for label in sorted({c.label for c in study.finished}):
+        cells = [c for c in study.finished if c.label == label]
+        study.folds[label] = "test" if all("test" in c.folds for c in cells) else "val"
     return study
