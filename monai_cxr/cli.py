@@ -347,7 +347,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger.setLevel(level)
     if not any(isinstance(h, _ClickHandler) for h in logger.handlers):
         logger.addHandler(_ClickHandler())
-    logger.propagate = False
 
 
 def main(argv=None):
