@@ -274,9 +274,13 @@ def run_command(study_dir, jobs, executor, address, gpus_per_cell, cpus_per_cell
 @click.option("--resolutions", callback=_int_list, default="32,64,128,224,256,320,448,512,600", show_default=True)
 @click.option("--memory-budget", default="16GiB", show_default=True, help="e.g. 16GiB, 80GB, 512MiB.")
 @click.option("--device", default=None, help="cpu or cuda[:N] [default: cuda when available].")
-@click.option("--out", "out_csv", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+@click.option("--out", "out_csv", type=click.Path(dir_okay=False), default=None,
+              help="Also write the table as CSV (what generate --batch-size auto reads).")
 def probe(archs, resolutions, memory_budget, device, out_csv):
-    """Peak memory of a training step per architecture and resolution, and the largest batch that fits."""
+    """Peak memory of a training step per architecture and resolution, and the largest batch that fits.
+
+    On CUDA the allocator's peak; on a CPU an estimate (the tensor bytes a step holds, a lower bound).
+    """
     from monai_cxr.grid.probe import parse_size, probe_table
 
     probe_table(archs, resolutions, parse_size(memory_budget), device=device, out_csv=out_csv)
