@@ -91,7 +91,7 @@ def test_regenerating_leaves_cells_alone_and_protects_finished_ones(study_copy):
     before = {p: p.stat().st_mtime_ns for p in cell.rglob("*")}
     generate(study_copy, settings(resolutions=[16]))
     assert {p: p.stat().st_mtime_ns for p in cell.rglob("*")} == before
-    with pytest.raises(CxrError, match="finished with other settings \\(configs/override.json differs\\)"):
+    with pytest.raises(CxrError, match="finished with other settings \\(configs/override.json differs: epochs 2 -> 3\\)"):
         generate(study_copy, settings(resolutions=[16], epochs=3))
     generate(study_copy, settings(resolutions=[16], epochs=3), force=True)
     assert not (cell / "run.json").exists() and "Not run yet" in readme.read_text()

@@ -35,6 +35,6 @@ def test_a_copied_study_runs_and_reports_in_the_copy_and_leaves_the_original_alo
     make_report(copy)
     assert sorted(pd.read_csv(copy / "report" / "summary.csv")["resolution"]) == [16, 32]
     new = copy / "bundles" / "mass__resnet34__r32__s0"
-    assert (new / "run.json").is_file() and (new / "predictions.csv").is_file() and (new / "models" / "model.pt").is_file()
+    assert all((new / name).is_file() for name in ("run.json", "predictions.csv", "models/model.pt"))
 
     assert contents(study_copy) == original  # every byte of the original as it was, and no file more

@@ -81,8 +81,11 @@ def _first_channel(items, key) -> torch.Tensor | None:
 
 
 def _batch_size(batch) -> int:
-    labels = _column(batch, "label")
-    return len(labels) if labels is not None else 1
+    """Images in a batch (a dict of batch tensors or a list of items), without touching their values."""
+    if isinstance(batch, dict):
+        labels = batch.get("label", batch.get("image"))
+        return len(labels) if labels is not None else 1
+    return len(batch) if isinstance(batch, list) else 1
 
 
 def _gather_rows(rows: dict[str, list]) -> dict[str, list] | None:
@@ -120,7 +123,8 @@ class PredictionSaver:
         label_key: output key of the 0/1 truth.
     """
 
-    def __init__(self, filename: str, best_only: bool = False, score_key: str = "pred", label_key: str = "label") -> None:
+    def __init__(self, filename: str, best_only: bool = False, score_key: str = "pred",
+                 label_key: str = "label") -> None:
         self.filename = filename
         self.best_only = best_only
         self.score_key = score_key

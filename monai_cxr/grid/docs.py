@@ -43,7 +43,8 @@ whoever uses them is asked to
   - acknowledge the NIH Clinical Center as the data provider.
 """),
     "chexpert": ("CheXpert radiographs", """\
-Data: CheXpert, Stanford ML Group and Stanford University School of Medicine, https://stanfordmlgroup.github.io/competitions/chexpert/
+Data: CheXpert, Stanford ML Group and Stanford University School of Medicine,
+https://stanfordmlgroup.github.io/competitions/chexpert/
 
 Terms: the Stanford University School of Medicine CheXpert Dataset Research Use Agreement, which each user
 accepts when downloading: personal, non-commercial research use; no redistribution of the images; no attempt to
@@ -94,9 +95,9 @@ def _data(study: dict) -> tuple[str, str]:
     if dataset in TERMS:
         return TERMS[dataset]
     name = label_display(dataset)
-    return (f"the study's {name} images",
-            f"Data: the study's {name} images (study.json data.dataset).\n\n"
-            f"Terms: those of the {name} data; monai-cxr does not know them.\n")
+    terms = (f"Data: the study's {name} images (study.json data.dataset).\n\n"
+             f"Terms: those of the {name} data; monai-cxr does not know them.\n")
+    return f"the study's {name} images", terms
 
 
 def data_license(study: dict) -> str:
@@ -123,7 +124,8 @@ def cell_metadata(template: dict, cell: Cell, settings: GridSettings, study: dic
         f"The network returns one logit; postprocessing applies a sigmoid to give the probability `pred`. "
         f"The exact label is in cell.json beside configs/.")
     meta["data_source"] = (f"{images[0].upper() + images[1:]}, from the study's resize cache "
-                           f"data/cache/r{cell.resolution}.npy (made by `monai-cxr prepare`); terms in docs/data_license.txt")
+                           f"data/cache/r{cell.resolution}.npy (made by `monai-cxr prepare`); "
+                           f"terms in docs/data_license.txt")
     meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [cell.resolution, cell.resolution]
     return meta
 

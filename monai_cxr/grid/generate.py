@@ -135,6 +135,21 @@ def render(cell: Cell, settings: GridSettings, template: Path, study: dict) -> d
     return files
 
 
+def _difference(name: str, old: str, new: str) -> str:
+    """What differs in a file, in a few words: up to three short changed values of a JSON object, else its name."""
+    try:
+        old_obj, new_obj = json.loads(old), json.loads(new)
+    except ValueError:
+        return f"{name} differs"
+    if not (isinstance(old_obj, dict) and isinstance(new_obj, dict)):
+        return f"{name} differs"
+    changes = [f"{k} {json.dumps(old_obj.get(k))} -> {json.dumps(new_obj.get(k))}"
+               for k in {**old_obj, **new_obj} if old_obj.get(k) != new_obj.get(k)]
+    if not changes or len(changes) > 3 or any(len(c) > 80 for c in changes):
+        return f"{name} differs"
+    return f"{name} differs: {', '.join(changes)}"
+
+
 def _settings_text(name: str, text: str) -> str:
     """What of a file says how the cell trains: not the run's result in its README, nor metadata's versions."""
     if name == "docs/README.md":
@@ -204,7 +219,10 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
                    or _settings_text(name, (cell_dir / name).read_text()) != _settings_text(name, files[name])]
         if (cell_dir / "run.json").is_file():
             if changed and not force:
-                raise CxrError(f"cell {cell.name} has finished with other settings ({changed[0]} differs); "
+                name = changed[0]
+                what = _difference(name, (cell_dir / name).read_text(), files[name]) if (cell_dir / name).is_file() \
+                    else f"{name} is missing"
+                raise CxrError(f"cell {cell.name} has finished with other settings ({what}); "
                                f"use --force to discard its results, or another --study-dir")
             if changed:
                 clear_run_outputs(cell_dir)
