@@ -83,7 +83,8 @@ def test_regenerating_leaves_cells_alone_and_protects_finished_ones(study_copy):
     generate(study_copy, settings(resolutions=[16]))
     cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
     (cell / "run.json").write_text("{}")
-    # what a run and a package upgrade change is not a change of the cell's settings
+    # the run's result, a package upgrade or new wording of the documents are no change of settings
+    (cell / "docs" / "data_license.txt").write_text("older wording")
     readme = cell / "docs" / "README.md"
     readme.write_text(with_result(readme.read_text(), "Validation AUC 0.9"))
     meta = json.loads((cell / "configs" / "metadata.json").read_text())

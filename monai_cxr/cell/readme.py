@@ -1,14 +1,14 @@
 """The result section of a cell's ``docs/README.md``: "not run yet" until the run writes its AUC there.
 
-Torch-free: ``generate`` writes the section and compares READMEs without it; the run's
-``RunRecorder`` fills it in just before it writes ``run.json``.
+Torch-free: ``generate`` writes the section; the run's ``RunRecorder`` fills it in just
+before it writes ``run.json``.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["BEGIN", "END", "NOT_RUN", "result_section", "with_result", "without_result"]
+__all__ = ["BEGIN", "END", "NOT_RUN", "result_section", "with_result"]
 
 BEGIN = "<!-- monai-cxr result: written by the run -->"
 END = "<!-- end of result -->"
@@ -25,7 +25,3 @@ def with_result(readme: str, body: str) -> str:
     """``readme`` with its result section replaced by ``body`` (unchanged if it has none)."""
     return _SECTION.sub(lambda _: result_section(body), readme, count=1)
 
-
-def without_result(readme: str) -> str:
-    """``readme`` less its result section: what ``generate`` compares."""
-    return _SECTION.sub("", readme, count=1)

@@ -17,10 +17,8 @@ from monai_cxr.cell.readme import result_section
 from monai_cxr.grid.cells import Cell, label_slug
 from monai_cxr.grid.settings import GridSettings
 
-__all__ = ["VERSION_KEYS", "cell_metadata", "cell_readme", "data_license", "label_display", "versions"]
+__all__ = ["cell_metadata", "cell_readme", "data_license", "label_display", "versions"]
 
-# metadata.json fields filled from the environment that generated the cell
-VERSION_KEYS = ("monai_version", "pytorch_version", "numpy_version", "required_packages_version")
 REQUIRED_PACKAGES = ("monai-cxr", "pytorch-ignite", "tensorboard", "pandas", "scipy", "fire")
 ARCH_NAMES = {"resnet34": "ResNet34", "densenet121": "DenseNet121"}
 

@@ -21,13 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from monai_cxr.cell.datalist import build
-from monai_cxr.cell.readme import without_result
 from monai_cxr.data.cache import complete_resolutions
 from monai_cxr.data.labels import label_columns, resolve_label
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_text
 from monai_cxr.grid.cells import Cell, cells
-from monai_cxr.grid.docs import VERSION_KEYS, cell_metadata, cell_readme, data_license
+from monai_cxr.grid.docs import cell_metadata, cell_readme, data_license
 from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
 from monai_cxr.grid.settings import GridSettings
 from monai_cxr.studydir import load_study, update_study
@@ -40,6 +39,8 @@ __all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells
 COPIED = ("configs/train.json", "configs/evaluate.json", "configs/inference.json", "configs/multi_gpu_train.json",
           "configs/logging.conf", "LICENSE")
 OVERRIDE = "configs/override.json"
+# What a cell says about itself (its README also holds the run's result): a finished cell keeps its own.
+DOCUMENTS = ("configs/metadata.json", "docs/README.md", "docs/data_license.txt", "LICENSE")
 # Files written by a run; removed when a cell has to be run again.
 RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
 
@@ -151,16 +152,8 @@ def _difference(name: str, old: str, new: str) -> str:
 
 
 def _settings_text(name: str, text: str) -> str:
-    """What of a file says how the cell trains: not the run's result in its README, nor metadata's versions."""
-    if name == "docs/README.md":
-        return without_result(text)
-    if name == "configs/metadata.json":
-        try:
-            meta = json.loads(text)
-        except json.JSONDecodeError:
-            return text
-        return json.dumps({k: v for k, v in meta.items() if k not in VERSION_KEYS}, sort_keys=True)
-    return text
+    """What of a file decides how the cell trains and is scored: everything but its documents."""
+    return "" if name in DOCUMENTS else text
 
 
 def cell_dirs(study_dir: str | os.PathLike) -> Path:
@@ -228,7 +221,7 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
                 clear_run_outputs(cell_dir)
                 replaced += 1
             else:
-                differs = []  # a finished cell keeps its result and the versions it was generated with
+                differs = []  # a finished cell keeps its documents: its result, the versions that made it
         for name in differs:
             write_text(cell_dir / name, files[name])
         written += bool(differs)
