@@ -6,59 +6,97 @@ import pandas as pd
 import pytest
 from conftest import TINY_GRID, make_hand_study
 
+from monai_cxr.cell.readme import with_result
 from monai_cxr.cli import main
 from monai_cxr.errors import CxrError
-from monai_cxr.grid.generate import GridSettings, generate
+from monai_cxr.grid.docs import data_license
+from monai_cxr.grid.generate import GridSettings, generate, template_dir
+from monai_cxr.grid.networks import network_def
 
 HOSTILE = '$__import__("os").system("touch X")'
-
 
 
 def settings(**kw):
     return GridSettings(**{"labels": ["Mass"], "resolutions": [16, 32], **TINY_GRID, **kw})
 
 
-def test_one_bundle_per_cell_with_the_cells_values(study_copy):
+def test_one_bundle_per_cell_the_template_plus_an_override(study_copy):
     generate(study_copy, settings(labels=["Mass", "Nodule"], seeds=[0, 1]))
     names = sorted(p.name for p in (study_copy / "bundles").iterdir())
     assert names == sorted(f"{l}__resnet34__r{r}__s{s}" for l in ("mass", "nodule") for r in (16, 32) for s in (0, 1))
     cell = study_copy / "bundles" / "nodule__resnet34__r32__s1"
-    train = json.loads((cell / "configs" / "train.json").read_text())
-    assert train["bundle_root"] == str(cell.resolve())
-    assert train["cache_file"] == str((study_copy / "data/cache/r32.npy").resolve())
-    assert (train["resolution"], train["seed"], train["epochs"], train["batch_size"]) == (32, 1, 2, 4)
+    template = template_dir()
+    for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
+        assert (cell / "configs" / name).read_bytes() == (template / "configs" / name).read_bytes()
+    override = json.loads((cell / "configs" / "override.json").read_text())
+    assert (override["resolution"], override["seed"], override["epochs"], override["batch_size"]) == (32, 1, 2, 4)
+    assert override["network_def"] == network_def("resnet34") and override["init"] == {"source": "scratch"}
+    # paths are relative to the cell: nothing names where the study lives
+    for path in cell.rglob("*"):
+        if path.is_file():
+            assert str(study_copy) not in path.read_text(), path
     assert json.loads((cell / "cell.json").read_text()) == {"label": "Nodule", "arch": "resnet34",
                                                             "resolution": 32, "seed": 1}
-    meta = json.loads((cell / "configs" / "metadata.json").read_text())
-    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
-    for name in ("evaluate.json", "inference.json", "logging.conf"):
-        assert (cell / "configs" / name).is_file()
-    assert (cell / "LICENSE").is_file() and (cell / "docs" / "README.md").is_file()
 
     datalist = json.loads((cell / "datalist.json").read_text())
     index = pd.read_csv(study_copy / "data/index.csv", dtype=str)
     split = pd.read_csv(study_copy / "data/split.csv", dtype=str)
-    val = split.index[split["fold"] == "val"].tolist()
-    assert [d["image"] for d in datalist["validation"]] == val
-    assert [d["label"][0] for d in datalist["validation"]] == index.loc[val, "Nodule"].astype(int).tolist()
-    assert len(datalist["training"]) == int((split["fold"] == "train").sum())
+    for key, fold in (("training", "train"), ("validation", "val"), ("test", "test")):
+        rows = split.index[split["fold"] == fold].tolist()
+        assert [d["image"] for d in datalist[key]] == rows
+        assert [d["label"][0] for d in datalist[key]] == index.loc[rows, "Nodule"].astype(int).tolist()
 
     grid = json.loads((study_copy / "study.json").read_text())
     assert "data" in grid and grid["grid"]["labels"] == ["Mass", "Nodule"] and len(grid["grid"]["cells"]) == 8
+
+
+def test_each_cell_documents_itself_truthfully(study_copy):
+    from importlib.metadata import version
+
+    generate(study_copy, settings(resolutions=[32], archs=["densenet121"]))
+    cell = study_copy / "bundles" / "mass__densenet121__r32__s0"
+    meta = json.loads((cell / "configs" / "metadata.json").read_text())
+    assert (meta["monai_version"], meta["pytorch_version"], meta["numpy_version"]) == (
+        version("monai"), version("torch"), version("numpy"))
+    assert meta["required_packages_version"]["pytorch-ignite"] == version("pytorch-ignite")
+    assert meta["name"] == "Mass at 32 px, DenseNet121 (monai-cxr cell)"
+    assert "from scratch" in meta["description"] and "synthetic phantom" in meta["data_source"].lower()
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
+    readme = (cell / "docs" / "README.md").read_text()
+    assert readme.startswith("# Mass: DenseNet121 at 32 x 32 px, seed 0\n") and "Not run yet" in readme
+    assert "synthetic" in readme and "Apache License" in (cell / "docs" / "data_license.txt").read_text()
+    assert (cell / "LICENSE").is_file()
+
+
+@pytest.mark.parametrize("study,words", [
+    ({"data": {"dataset": "nih"}}, "NIH Clinical Center"),
+    ({"data": {"dataset": "chexpert"}}, "Research Use Agreement"),
+    ({"data": {"dataset": "chestmnist"}}, "CC BY 4.0"),
+    ({"data": {"dataset": "csv"}}, "the terms of your own data"),
+    ({"data": {"dataset": "nih"}, "synthetic": True}, "not radiographs of any person"),
+])
+def test_data_license_names_the_terms_of_the_studys_data(study, words):
+    assert words in data_license(study)
 
 
 def test_regenerating_leaves_cells_alone_and_protects_finished_ones(study_copy):
     generate(study_copy, settings(resolutions=[16]))
     cell = study_copy / "bundles" / "mass__resnet34__r16__s0"
     (cell / "run.json").write_text("{}")
+    # the run's result, a package upgrade or new wording of the documents are no change of settings
+    (cell / "docs" / "data_license.txt").write_text("older wording")
+    readme = cell / "docs" / "README.md"
+    readme.write_text(with_result(readme.read_text(), "Validation AUC 0.9"))
+    meta = json.loads((cell / "configs" / "metadata.json").read_text())
+    (cell / "configs" / "metadata.json").write_text(json.dumps({**meta, "numpy_version": "0.1"}))
     before = {p: p.stat().st_mtime_ns for p in cell.rglob("*")}
     generate(study_copy, settings(resolutions=[16]))
     assert {p: p.stat().st_mtime_ns for p in cell.rglob("*")} == before
-    with pytest.raises(CxrError, match="finished with other settings"):
+    with pytest.raises(CxrError, match="finished with other settings \\(configs/override.json differs: epochs 2 -> 3\\)"):
         generate(study_copy, settings(resolutions=[16], epochs=3))
     generate(study_copy, settings(resolutions=[16], epochs=3), force=True)
-    assert not (cell / "run.json").exists()
-    assert json.loads((cell / "configs/train.json").read_text())["epochs"] == 3
+    assert not (cell / "run.json").exists() and "Not run yet" in readme.read_text()
+    assert json.loads((cell / "configs/override.json").read_text())["epochs"] == 3
 
 
 def run_cli(capsys, *args):
@@ -84,10 +122,14 @@ def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
-def test_study_path_with_hash_is_refused(tmp_path):
+def test_a_study_path_with_hash_is_fine_but_initial_weights_with_hash_are_refused(tmp_path):
     study = make_hand_study(tmp_path / "a#b", {"Mass": None})
+    (cell,) = generate(study, settings(resolutions=[16]))
+    assert "#" not in (cell / "configs" / "override.json").read_text()
+    weights = tmp_path / "w#1.pt"
+    weights.write_bytes(b"")
     with pytest.raises(CxrError, match="contains '#'"):
-        generate(study, settings(resolutions=[16]))
+        generate(study, settings(resolutions=[16], initial_weights=str(weights)))
 
 
 def test_one_class_validation_fold_is_refused(tmp_path):
@@ -106,8 +148,11 @@ def test_hostile_label_is_only_data(tmp_path):
     (cell,) = generate(study, settings(labels=[HOSTILE], resolutions=[16]))
     assert cell.name.startswith("import-os-system-touch-x-") and cell.name.endswith("__resnet34__r16__s0")
     assert json.loads((cell / "cell.json").read_text())["label"] == HOSTILE
-    for config in (cell / "configs").glob("*.json"):
-        assert "__import__" not in config.read_text() and "system(" not in config.read_text()
+    # only cell.json and datalist.json (read with json, never by MONAI's parser) hold the label as given
+    for path in cell.rglob("*"):
+        if path.is_file() and path.name not in ("cell.json", "datalist.json"):
+            assert "__import__" not in path.read_text() and "system(" not in path.read_text(), path
+    assert json.loads((cell / "configs" / "metadata.json").read_text())["name"].startswith(cell.name.split("__")[0])
 
 
 def test_generate_cli_writes_the_grid(study_copy):

@@ -38,7 +38,7 @@ def test_ray_finishes_a_study_started_locally_and_skips_its_finished_cell(tmp_pa
     run = json.loads((second / "run.json").read_text())
     assert (run["label"], run["resolution"], run["world_size"]) == ("Mass", 32, 1)
     predictions = pd.read_csv(second / "predictions.csv", dtype={"image_id": str})
-    assert list(predictions.columns) == ["image_id", "patient_id", "label", "score"]
+    assert list(predictions.columns) == ["image_id", "patient_id", "fold", "label", "score"]
     assert len(predictions) == len(json.loads((second / "datalist.json").read_text())["validation"])
     assert (second / "logs" / "run.log").is_file() and (second / "models" / "model.pt").is_file()
 
@@ -71,6 +71,7 @@ def test_a_multi_process_cell_runs_the_stock_runner_under_torchrun(tmp_path):
     command = bundle_command(cell, python="python", nproc_per_node=4)
     assert command[:5] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert command[5:9] == ["-m", "monai.bundle", "run", "--config_file"]
-    assert command[9] == repr([str(cell / "configs" / "train.json"), str(cell / "configs" / "multi_gpu_train.json")])
+    # relative to the cell folder, the working directory of the run: the study may move
+    assert command[9] == repr(["configs/train.json", "configs/override.json", "configs/multi_gpu_train.json"])
     assert bundle_command(cell, python="python") == ["python", "-m", "monai.bundle", "run", "--config_file",
-                                                     str(cell / "configs" / "train.json")]
+                                                     repr(["configs/train.json", "configs/override.json"])]

@@ -45,8 +45,10 @@ def test_a_cell_runs_on_each_source(tmp_path, source):
     index = pd.read_csv(study / "data/index.csv", dtype={"image_id": str, "patient_id": str})
     split = pd.read_csv(study / "data/split.csv", dtype={"image_id": str})
     column = json.loads((cell / "cell.json").read_text())["label"]
-    val = index[(split["fold"] == "val").to_numpy() & index[column].isin([0, 1]).to_numpy()]
-    assert list(predictions.columns) == ["image_id", "patient_id", "label", "score"]
-    assert predictions["image_id"].tolist() == val["image_id"].tolist()
-    assert predictions["label"].tolist() == val[column].tolist()
+    known = index[column].isin([0, 1]).to_numpy()
+    scored = pd.concat([index[(split["fold"] == fold).to_numpy() & known].assign(fold=fold) for fold in ("val", "test")])
+    assert list(predictions.columns) == ["image_id", "patient_id", "fold", "label", "score"]
+    assert predictions["image_id"].tolist() == scored["image_id"].tolist()
+    assert predictions["fold"].tolist() == scored["fold"].tolist()
+    assert predictions["label"].tolist() == scored[column].tolist()
     assert predictions["score"].between(0, 1).all()

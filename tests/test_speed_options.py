@@ -52,7 +52,7 @@ def test_generate_records_options_in_the_grid_and_each_cell_and_run_json_records
     grid = json.loads((study / "study.json").read_text())["grid"]
     assert {k: grid[k] for k in ASKED} == ASKED
     cell = study / "bundles" / "mass__resnet34__r16__s0"
-    config = json.loads((cell / "configs" / "train.json").read_text())
+    config = json.loads((cell / "configs" / "override.json").read_text())
     assert {k: config[k] for k in ASKED} == ASKED
 
     assert run_cells(study, progress=False).ok

@@ -67,7 +67,7 @@ def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
                     "best_epoch", "device"):
             assert run[key] is not None
         predictions = pd.read_csv(cell / "predictions.csv")
-        assert list(predictions.columns) == ["image_id", "patient_id", "label", "score"]
+        assert list(predictions.columns) == ["image_id", "patient_id", "fold", "label", "score"]
 
     from monai_cxr.report import make_report
 
@@ -81,9 +81,9 @@ def test_a_failed_cell_is_reported_with_its_log_and_exit_1(study_copy, capsys):
     done = study_copy / "bundles" / "mass__resnet34__r16__s0"
     (done / "run.json").write_text("{}")
     broken = study_copy / "bundles" / "mass__resnet34__r32__s0"
-    train = json.loads((broken / "configs" / "train.json").read_text())
-    train["cache_file"] = str(study_copy / "missing.npy")
-    (broken / "configs" / "train.json").write_text(json.dumps(train))
+    override = json.loads((broken / "configs" / "override.json").read_text())
+    override["cache_file"] = str(study_copy / "missing.npy")
+    (broken / "configs" / "override.json").write_text(json.dumps(override))
 
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--study-dir", str(study_copy)])

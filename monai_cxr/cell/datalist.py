@@ -1,18 +1,23 @@
-"""A cell's datalist: which cache rows it trains and validates on, with their 0/1 truth.
+"""A cell's datalist: which cache rows it trains, validates and tests on, with their 0/1 truth.
 
 Entries are ``{"image": row, "label": [y], "image_id": ..., "patient_id": ...}``: ``image`` is
-the row of the resize cache (= the row of ``index.csv``), ``label`` a one-channel target. Images whose label is unknown
-(-1, e.g. CheXpert's uncertain labels under ``--uncertain ignore``) are left out. The
-file is plain JSON read by ``json``, never by the config parser, so labels and ids in it are
-inert data.
+the row of the resize cache (= the row of ``index.csv``), ``label`` a one-channel target. The
+lists are ``training``, ``validation`` and ``test`` (empty when the split has no test fold).
+Images whose label is unknown (-1, e.g. CheXpert's uncertain labels under ``--uncertain
+ignore``) are left out. The file is plain JSON read by ``json``, never by the config parser,
+so labels and ids in it are inert data.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
-__all__ = ["build", "load"]
+__all__ = ["FOLDS", "build", "load"]
+
+# datalist key -> fold name of split.csv (and of predictions.csv's `fold` column)
+FOLDS = {"training": "train", "validation": "val", "test": "test"}
 
 
 def build(index, split, label: str) -> dict:
@@ -21,16 +26,28 @@ def build(index, split, label: str) -> dict:
     truth = index[label].to_numpy().astype(int)
     image_ids = index["image_id"].astype(str).to_numpy()
     patient_ids = index["patient_id"].astype(str).to_numpy()
-    out: dict = {"label_name": label, "training": [], "validation": []}
+    key_of = {fold: key for key, fold in FOLDS.items()}
+    out: dict = {"label_name": label, **{key: [] for key in FOLDS}}
     for row, fold in enumerate(folds):
-        key = {"train": "training", "val": "validation"}.get(fold)
+        key = key_of.get(fold)
         if key and truth[row] in (0, 1):  # -1: unknown for this label, left out
             out[key].append({"image": row, "label": [int(truth[row])],
                              "image_id": image_ids[row], "patient_id": patient_ids[row]})
     return out
 
 
-def load(path: str | os.PathLike, key: str = "training") -> list[dict]:
-    """The ``key`` list of a datalist file (used by the bundle configs)."""
+def load(path: str | os.PathLike, key: str | Sequence[str] = "training") -> list[dict]:
+    """The entries of one list of a datalist file, or of several in turn; each gets its ``fold``.
+
+    ``test`` may be absent (a datalist made before test folds): it reads as empty.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"datalist {os.fspath(path)!r} not found; run the bundle from its folder "
+                                f"or pass --bundle_root <cell folder>")
     with open(path, encoding="utf-8") as f:
-        return json.load(f)[key]
+        data = json.load(f)
+    out = []
+    for name in [key] if isinstance(key, str) else key:
+        items = data.get(name, []) if name == "test" else data[name]
+        out.extend({**item, "fold": FOLDS.get(name, name)} for item in items)
+    return out

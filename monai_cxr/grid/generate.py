@@ -1,9 +1,12 @@
-"""``monai-cxr generate``: one MONAI bundle per grid cell, filled in from the template.
+"""``monai-cxr generate``: one MONAI bundle per grid cell, the template plus a small override.
 
-The template's configs are data: a cell's bundle is the template's JSON with the cell's
-values set as JSON values (absolute paths, numbers, the ``network_def`` of the
-architecture). User text (labels, ids) goes only into ``cell.json`` and ``datalist.json``,
-which are read with ``json``, never by MONAI's config parser, so it is never evaluated.
+A cell's bundle is the template's configs as they are plus ``configs/override.json``: the cell's
+values (architecture and its ``network_def``, resolution, seed, the grid's training settings)
+as JSON values, which the runner lists after ``train.json``. Every path in the configs is
+relative to ``bundle_root`` (the cell folder), so a study can be copied, moved or mounted
+elsewhere. User text (labels, ids) goes only into ``cell.json`` and ``datalist.json``, which
+are read with ``json``, never by MONAI's config parser, so it is never evaluated; the documents
+name the finding only in plain words (:mod:`monai_cxr.grid.docs`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from monai_cxr.cell.datalist import build
-from monai_cxr.data.cache import cache_file, complete_resolutions
+from monai_cxr.data.cache import complete_resolutions
 from monai_cxr.data.labels import label_columns, resolve_label
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_text
 from monai_cxr.grid.cells import Cell, cells
+from monai_cxr.grid.docs import cell_metadata, cell_readme, data_license
 from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
 from monai_cxr.grid.settings import GridSettings
 from monai_cxr.studydir import load_study, update_study
@@ -31,10 +35,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells", "clear_run_outputs"]
 
-CONFIGS = ("train.json", "evaluate.json", "inference.json")
-# Overlays copied as they are (no cell values): multi-GPU training under torchrun.
-OVERLAYS = ("configs/multi_gpu_train.json",)
-COPIED = ("configs/logging.conf", "docs/README.md", "LICENSE", *OVERLAYS)
+# The template's files a cell holds as they are; the cell's own values are in OVERRIDE.
+COPIED = ("configs/train.json", "configs/evaluate.json", "configs/inference.json", "configs/multi_gpu_train.json",
+          "configs/logging.conf", "LICENSE")
+OVERRIDE = "configs/override.json"
+# What a cell says about itself (its README also holds the run's result): a finished cell keeps its own.
+DOCUMENTS = ("configs/metadata.json", "docs/README.md", "docs/data_license.txt", "LICENSE")
 # Files written by a run; removed when a cell has to be run again.
 RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
 
@@ -111,32 +117,43 @@ def _safe_path(path: Path, what: str) -> str:
     return text
 
 
-def render(cell: Cell, cell_dir: Path, cache_file: Path, settings: GridSettings, template: Path) -> dict[str, str]:
+def override(cell: Cell, settings: GridSettings) -> dict:
+    """The cell's values, merged over the template's configs (``configs/override.json``)."""
+    init = {"source": "file", "path": settings.initial_weights} if settings.initial_weights else {"source": "scratch"}
+    return {"arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed, **settings.bundle_values(),
+            "init": init, "network_def": network_def(cell.arch)}
+
+
+def render(cell: Cell, settings: GridSettings, template: Path, study: dict) -> dict[str, str]:
     """The text of every file of the cell's bundle except its datalist, by relative path."""
-    values = {
-        **settings.bundle_values(),
-        "bundle_root": _safe_path(cell_dir, "study path"),
-        "cache_file": _safe_path(cache_file, "cache path"),
-        "arch": cell.arch,
-        "resolution": cell.resolution,
-        "seed": cell.seed,
-        "network_def": network_def(cell.arch),
-    }
-    files = {}
-    for name in CONFIGS:
-        config = json.loads((template / "configs" / name).read_text())
-        for key, value in values.items():
-            if key in config:
-                config[key] = value
-        files[f"configs/{name}"] = json.dumps(config, indent=4) + "\n"
-    meta = json.loads((template / "configs" / "metadata.json").read_text())
-    meta["name"] = f"{meta['name']} ({cell.arch}, {cell.resolution} px)"
-    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [cell.resolution, cell.resolution]
+    files = {name: (template / name).read_text() for name in COPIED}
+    files[OVERRIDE] = json.dumps(override(cell, settings), indent=4) + "\n"
+    meta = cell_metadata(json.loads((template / "configs" / "metadata.json").read_text()), cell, settings, study)
     files["configs/metadata.json"] = json.dumps(meta, indent=4) + "\n"
-    for name in COPIED:
-        files[name] = (template / name).read_text()
+    files["docs/README.md"] = cell_readme((template / "docs" / "README.md").read_text(), cell, settings, study)
+    files["docs/data_license.txt"] = data_license(study)
     files["cell.json"] = json.dumps(cell.as_dict(), indent=2) + "\n"
     return files
+
+
+def _difference(name: str, old: str, new: str) -> str:
+    """What differs in a file, in a few words: up to three short changed values of a JSON object, else its name."""
+    try:
+        old_obj, new_obj = json.loads(old), json.loads(new)
+    except ValueError:
+        return f"{name} differs"
+    if not (isinstance(old_obj, dict) and isinstance(new_obj, dict)):
+        return f"{name} differs"
+    changes = [f"{k} {json.dumps(old_obj.get(k))} -> {json.dumps(new_obj.get(k))}"
+               for k in {**old_obj, **new_obj} if old_obj.get(k) != new_obj.get(k)]
+    if not changes or len(changes) > 3 or any(len(c) > 80 for c in changes):
+        return f"{name} differs"
+    return f"{name} differs: {', '.join(changes)}"
+
+
+def _settings_text(name: str, text: str) -> str:
+    """What of a file decides how the cell trains and is scored: everything but its documents."""
+    return "" if name in DOCUMENTS else text
 
 
 def cell_dirs(study_dir: str | os.PathLike) -> Path:
@@ -168,7 +185,6 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     whose bundle would change is refused unless ``force``, which discards its results.
     """
     study_dir = Path(study_dir).resolve()
-    _safe_path(study_dir, "study path")
     if not (study_dir / "study.json").is_file():
         raise CxrError(f"{study_dir / 'study.json'} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
     if settings.initial_weights:  # a copy: the caller's settings (a preset's, say) stay as given
@@ -181,27 +197,35 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     check_grid(settings, index, split, _cache_resolutions(study_dir))
     template = template_dir()
     grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)
+    study = load_study(study_dir)
     datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels}
 
     written, kept, replaced = 0, 0, 0
     out = []
     for cell in grid:
         cell_dir = cell_dirs(study_dir) / cell.name
-        files = render(cell, cell_dir, cache_file(study_dir / "data" / "cache", cell.resolution), settings, template)
+        files = render(cell, settings, template, study)
         files["datalist.json"] = datalists[cell.label]
-        changed = [name for name, text in files.items()
+        differs = [name for name, text in files.items()
                    if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
+        changed = [name for name in differs if not (cell_dir / name).is_file()
+                   or _settings_text(name, (cell_dir / name).read_text()) != _settings_text(name, files[name])]
         if (cell_dir / "run.json").is_file():
             if changed and not force:
-                raise CxrError(f"cell {cell.name} has finished with other settings ({changed[0]} differs); "
+                name = changed[0]
+                what = _difference(name, (cell_dir / name).read_text(), files[name]) if (cell_dir / name).is_file() \
+                    else f"{name} is missing"
+                raise CxrError(f"cell {cell.name} has finished with other settings ({what}); "
                                f"use --force to discard its results, or another --study-dir")
             if changed:
                 clear_run_outputs(cell_dir)
                 replaced += 1
-        for name in changed:
+            else:
+                differs = []  # a finished cell keeps its documents: its result, the versions that made it
+        for name in differs:
             write_text(cell_dir / name, files[name])
-        written += bool(changed)
-        kept += not changed
+        written += bool(differs)
+        kept += not differs
         out.append(cell_dir)
 
     previous = load_study(study_dir).get("grid") or {}
@@ -209,5 +233,5 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     if previous != record:
         update_study(study_dir, grid=record)
     log.info(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
-         f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")")
+             f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")")
     return out

@@ -1,7 +1,7 @@
 """One cell run by the stock MONAI bundle runner, in its own process, under the cell's lock.
 
-Each cell runs as ``python -m monai.bundle run --config_file CELL/configs/train.json`` in its
-own process, so a crash, or a ``kill -9`` of the whole study, loses at most the cells that
+Each cell runs as ``python -m monai.bundle run --config_file "['configs/train.json','configs/override.json']"``
+in the cell's folder, in its own process, so a crash, or a ``kill -9`` of the whole study, loses at most the cells that
 were running. A cell is finished exactly when its ``run.json`` exists (written last,
 atomically). A cell being run holds a lock on ``CELL/.lock`` (inherited by its process), so two
 runs of one study never run the same cell. A cell with ``nproc_per_node > 1`` runs under
@@ -31,14 +31,20 @@ LOG_NAME = "logs/run.log"
 
 
 def bundle_command(cell_dir: Path, python: str | None = None, nproc_per_node: int = 1) -> list[str]:
-    """The stock runner's command line for one cell; under torchrun for several processes."""
+    """The stock runner's command line for one cell, to run with the cell folder as working directory.
+
+    The configs are named relative to the cell and ``bundle_root`` keeps its ``"."``: MONAI does
+    not derive it from the config file's location, so the cell folder must be the working
+    directory (as here) or be passed as ``--bundle_root``. Relative paths keep the command free
+    of the study's location, which may hold characters MONAI rewrites (``#``).
+    """
+    configs = repr(["configs/train.json", "configs/override.json"]
+                   + (["configs/multi_gpu_train.json"] if nproc_per_node > 1 else []))
     python = python or sys.executable
-    configs = Path(cell_dir) / "configs"
     if nproc_per_node <= 1:
-        return [python, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json")]
-    files = [str(configs / "train.json"), str(configs / "multi_gpu_train.json")]
+        return [python, "-m", "monai.bundle", "run", "--config_file", configs]
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc_per_node)}",
-            "-m", "monai.bundle", "run", "--config_file", repr(files)]
+            "-m", "monai.bundle", "run", "--config_file", configs]
 
 
 def lock_cell(cell_dir: Path) -> int | None:
