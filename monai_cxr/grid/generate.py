@@ -111,8 +111,12 @@ def _safe_path(path: Path, what: str) -> str:
     return text
 
 
-def render(cell: Cell, cell_dir: Path, cache_file: Path, settings: GridSettings, template: Path) -> dict[str, str]:
-    """The text of every file of the cell's bundle except its datalist, by relative path."""
+def render(cell: Cell, cell_dir: Path, cache_file: Path, settings: GridSettings, template: Path,
+           square: str = "pad") -> dict[str, str]:
+    """The text of every file of the cell's bundle except its datalist, by relative path.
+
+    ``square`` is the study's policy (``study.json["data"]["square"]``): inference makes files square as the cache did.
+    """
     values = {
         **settings.bundle_values(),
         "bundle_root": _safe_path(cell_dir, "study path"),
@@ -121,6 +125,7 @@ def render(cell: Cell, cell_dir: Path, cache_file: Path, settings: GridSettings,
         "resolution": cell.resolution,
         "seed": cell.seed,
         "network_def": network_def(cell.arch),
+        "square": square,
     }
     files = {}
     for name in CONFIGS:
@@ -182,12 +187,14 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     template = template_dir()
     grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)
     datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels}
+    square = (load_study(study_dir).get("data") or {}).get("square", "pad")
 
     written, kept, replaced = 0, 0, 0
     out = []
     for cell in grid:
         cell_dir = cell_dirs(study_dir) / cell.name
-        files = render(cell, cell_dir, cache_file(study_dir / "data" / "cache", cell.resolution), settings, template)
+        files = render(cell, cell_dir, cache_file(study_dir / "data" / "cache", cell.resolution), settings, template,
+                       square)
         files["datalist.json"] = datalists[cell.label]
         changed = [name for name, text in files.items()
                    if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
