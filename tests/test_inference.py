@@ -195,3 +195,17 @@ def test_predict_refuses_a_cell_without_a_model_in_one_line(study_copy, tmp_path
     assert err == f"monai-cxr: error: cell {cell} has no trained model (models/model.pt); run it first with " \
                   "`monai-cxr run`\n"
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_predict_refuses_an_inference_json_that_cannot_score_files(study_copy, tmp_path, capsys):
+    (cell,) = generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    (cell / "models").mkdir()
+    (cell / "models/model.pt").write_bytes(b"")
+    config = json.loads((cell / "configs/inference.json").read_text())
+    del config["score_saver"]  # as the cache-row inference.json of earlier versions
+    (cell / "configs/inference.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--cell", str(cell), str(tmp_path), "--out", str(tmp_path / "s.csv")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"monai-cxr: error: {cell}/configs/inference.json cannot score image files "
+                                       "(written by an older monai-cxr); generate the cell again\n")

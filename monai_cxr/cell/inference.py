@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
+from monai.bundle import ConfigParser
 from monai.config import KeysCollection
 from monai.data import Dataset
 from monai.transforms import MapTransform, Transform, apply_transform
@@ -367,8 +368,6 @@ def predict(cell_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], ou
     dicts and lists, so a name with ``$``, ``@`` or ``#`` stays as it is. Returns the saver (``names``,
     ``scores``, ``skipped``).
     """
-    from monai.bundle import ConfigParser
-
     cell_dir = Path(cell_dir)
     config = cell_dir / "configs" / "inference.json"
     if not config.is_file():
@@ -387,6 +386,8 @@ def predict(cell_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], ou
         overrides["device"] = device
     parser = ConfigParser()
     parser.read_config(os.fspath(config))
+    if "score_saver" not in parser:
+        raise CxrError(f"{config} cannot score image files (written by an older monai-cxr); generate the cell again")
     parser.update(overrides)
     try:
         with _engine_logs_muted():
