@@ -308,6 +308,27 @@ def study(preset, study_dir, data_dir, jobs, force, executor, address):
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--cell", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A trained cell: STUDY/bundles/<cell>/ (with models/model.pt).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="FILES_OR_DIRS...")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write: image, score.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the cell's]")
+@click.option("--device", default=None, help="cpu or cuda[:N] [default: cuda when available].")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out unreadable or too-small files and list them at the end, instead of stopping.")
+def predict(cell, inputs, out, batch_size, device, skip_bad):
+    """Score image files (PNG, JPEG, NIfTI, DICOM; folders recursively) with a trained cell.
+
+    Files are preprocessed as the study's cache was (square, exact area resize, z-score), so an image of the
+    study scores as it did in validation. `image` in the CSV is the path as given (a folder's files under it).
+    DICOM needs pydicom (pip install 'monai-cxr[dicom]').
+    """
+    from monai_cxr.cell.inference import predict as run_predict
+
+    run_predict(cell, inputs, out, batch_size=batch_size, device=device, skip_bad=skip_bad)
+
+
 # --------------------------------------------------------------------------- report
 # (the `report` command goes here)
 @cli.command()

@@ -26,8 +26,13 @@ def test_one_bundle_per_cell_the_template_plus_an_override(study_copy):
     assert names == sorted(f"{l}__resnet34__r{r}__s{s}" for l in ("mass", "nodule") for r in (16, 32) for s in (0, 1))
     cell = study_copy / "bundles" / "nodule__resnet34__r32__s1"
     template = template_dir()
-    for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
+    for name in ("train.json", "evaluate.json", "multi_gpu_train.json", "logging.conf"):
         assert (cell / "configs" / name).read_bytes() == (template / "configs" / name).read_bytes()
+    # inference.json stands alone: the template's, with the cell's own values filled in
+    inference, base = (json.loads((d / "configs/inference.json").read_text()) for d in (cell, template))
+    filled = {k for k in base if inference[k] != base[k]}
+    assert inference["resolution"] == 32 and filled <= {"resolution", "arch", "seed", "network_def", "square",
+                                                         "batch_size", "num_workers"}
     override = json.loads((cell / "configs" / "override.json").read_text())
     assert (override["resolution"], override["seed"], override["epochs"], override["batch_size"]) == (32, 1, 2, 4)
     assert override["network_def"] == network_def("resnet34") and override["init"] == {"source": "scratch"}

@@ -1,10 +1,10 @@
 """A cell as 2-process DistributedDataParallel (gloo on CPU) through `monai-cxr run --nproc-per-node 2`."""
 
-import pytest
 import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import TINY_GRID, make_hand_study
 

@@ -13,8 +13,18 @@ from monai_cxr.cli import main
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv
 from monai_cxr.grid import probe
-from monai_cxr.grid.probe import (CSV_COLUMNS, MIB, _LiveBytes, _max_batch, _step_trace, auto_batch_sizes,
-                                  batch_for_budget, measure, parse_size, read_probe_csv)
+from monai_cxr.grid.probe import (
+    CSV_COLUMNS,
+    MIB,
+    _LiveBytes,
+    _max_batch,
+    _step_trace,
+    auto_batch_sizes,
+    batch_for_budget,
+    measure,
+    parse_size,
+    read_probe_csv,
+)
 
 BUDGET = 2**30
 PAIRS = [("resnet34", 16), ("resnet34", 32), ("densenet121", 32)]

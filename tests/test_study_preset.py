@@ -1,10 +1,10 @@
 """`monai-cxr study`: synth + prepare + generate + run + report in one command, and a rerun redoes nothing."""
 
-import pytest
 import json
 
 import click
 import pandas as pd
+import pytest
 from conftest import TINY_GRID
 
 from monai_cxr.grid import presets

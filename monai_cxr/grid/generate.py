@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 __all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells", "clear_run_outputs"]
 
 # The template's files a cell holds as they are; the cell's own values are in OVERRIDE.
-COPIED = ("configs/train.json", "configs/evaluate.json", "configs/inference.json", "configs/multi_gpu_train.json",
-          "configs/logging.conf", "LICENSE")
+COPIED = ("configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/logging.conf",
+          "LICENSE")
+# inference.json stands alone (a cell's model is often used without the rest): its top-level keys that the
+# override sets (network_def, resolution, square, ...) are filled in, so the stock runner needs only it.
+INFERENCE = "configs/inference.json"
 OVERRIDE = "configs/override.json"
 # What a cell says about itself (its README also holds the run's result): a finished cell keeps its own.
 DOCUMENTS = ("configs/metadata.json", "docs/README.md", "docs/data_license.txt", "LICENSE")
@@ -117,17 +120,26 @@ def _safe_path(path: Path, what: str) -> str:
     return text
 
 
-def override(cell: Cell, settings: GridSettings) -> dict:
-    """The cell's values, merged over the template's configs (``configs/override.json``)."""
+def override(cell: Cell, settings: GridSettings, square: str = "pad") -> dict:
+    """The cell's values, merged over the template's configs (``configs/override.json``).
+
+    ``square`` is the study's policy (``study.json["data"]["square"]``): inference on image files
+    makes them square as the cache did.
+    """
     init = {"source": "file", "path": settings.initial_weights} if settings.initial_weights else {"source": "scratch"}
     return {"arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed, **settings.bundle_values(),
-            "init": init, "network_def": network_def(cell.arch)}
+            "init": init, "network_def": network_def(cell.arch), "square": square}
 
 
 def render(cell: Cell, settings: GridSettings, template: Path, study: dict) -> dict[str, str]:
     """The text of every file of the cell's bundle except its datalist, by relative path."""
     files = {name: (template / name).read_text() for name in COPIED}
-    files[OVERRIDE] = json.dumps(override(cell, settings), indent=4) + "\n"
+    square = (study.get("data") or {}).get("square", "pad")
+    values = override(cell, settings, square)
+    files[OVERRIDE] = json.dumps(values, indent=4) + "\n"
+    inference = json.loads((template / INFERENCE).read_text())
+    inference.update({key: value for key, value in values.items() if key in inference})
+    files[INFERENCE] = json.dumps(inference, indent=4) + "\n"
     meta = cell_metadata(json.loads((template / "configs" / "metadata.json").read_text()), cell, settings, study)
     files["configs/metadata.json"] = json.dumps(meta, indent=4) + "\n"
     files["docs/README.md"] = cell_readme((template / "docs" / "README.md").read_text(), cell, settings, study)
