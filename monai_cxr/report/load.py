@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from monai_cxr.errors import CxrError
+from monai_cxr.studydir import stale_reason
 
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
 CELL_KEYS = ("label", "arch", "resolution", "seed")
@@ -129,6 +130,9 @@ def load_study(study_dir) -> Study:
         if bundles.is_dir() else []
     for folder in folders:
         cell = _read_cell(folder)
+        reason = stale_reason(path, folder) if cell.run is not None else None
+        if reason:  # results of other data or configs are never reported as current
+            cell.run, cell.predictions, cell.reason = None, None, f"stale: {reason}"
         (study.finished if cell.run is not None else study.missing).append(cell)
     if not study.finished:
         raise CxrError(f"no finished cell in {bundles} ({len(folders)} generated, none has "
