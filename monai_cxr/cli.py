@@ -139,7 +139,8 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
                            label_cols=label_cols or [], view_col=view_col, id_col=id_col)
     run_prepare(dataset=dataset, data_dir=data_dir, study_dir=study_dir, resolutions=resolutions,
                 split=split_policy, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, view=view,
-                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers, uncertain=uncertain, table=columns)
+                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers, uncertain=uncertain,
+                table=columns)
 
 
 # ---------------------------------------------------------------------- statistics
