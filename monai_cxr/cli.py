@@ -20,6 +20,7 @@ import click
 from monai_cxr import __version__
 from monai_cxr.data.sources import SOURCES
 from monai_cxr.errors import CxrError
+from monai_cxr.fileio import WriteError
 
 
 def _int_list(ctx, param, value):
@@ -95,11 +96,15 @@ def synth(out, patients, size, seed, prevalence, workers, force):
 @click.option("--resolutions", callback=_int_list, default="32,64,128,224,256,320,448,512,600",
               show_default=True, help="Comma-separated square sizes to cache.")
 @click.option("--split", "split_policy", type=click.Choice(["random", "official"]), default=None,
-              help="random: val-fraction of patients to val; official: the release's split (NIH test "
-                   "list as test, CheXpert valid.csv as val, ChestMNIST's three folds) "
-                   "[default: official for chestmnist, else random].")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True)
+              help="random: patients drawn to val and test by the fractions; official: the release's split "
+                   "(NIH: its test list as test, val drawn from its train_val list; CheXpert: valid.csv as val, "
+                   "no test; ChestMNIST: its three folds) [default: official for chestmnist, else random].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Share of the patients (of NIH's train_val list with --split official) "
+                                      "that go to val, which picks the checkpoint.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="--split random: share of the patients held out as test; 0 for no test fold "
+                   "(with --val-fraction 0.2: the paper's 80/20) [default: 0.2].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--view", type=click.Choice(["all", "frontal", "lateral", "PA", "AP"]), default=None,
               help="Images to keep [default: frontal for chexpert, else all].")
@@ -121,8 +126,8 @@ def synth(out, patients, size, seed, prevalence, workers, force):
               help="How non-square images become square before resizing.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cache worker processes (0: one per CPU core).")
-def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fraction, seed, view, uncertain,
-            table, path_col, patient_col, label_cols, view_col, id_col, drop_missing, no_cache, square,
+def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fraction, test_fraction, seed, view,
+            uncertain, table, path_col, patient_col, label_cols, view_col, id_col, drop_missing, no_cache, square,
             workers):
     """Index a dataset, split it by patient and build the resize cache in STUDY/data/."""
     from monai_cxr.data.prepare import TableOptions
@@ -131,8 +136,9 @@ def prepare(dataset, data_dir, study_dir, resolutions, split_policy, val_fractio
     columns = TableOptions(table=table, path_col=path_col, patient_col=patient_col,
                            label_cols=label_cols or [], view_col=view_col, id_col=id_col)
     run_prepare(dataset=dataset, data_dir=data_dir, study_dir=study_dir, resolutions=resolutions,
-                split=split_policy, val_fraction=val_fraction, seed=seed, view=view,
-                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers, uncertain=uncertain, table=columns)
+                split=split_policy, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, view=view,
+                drop_missing=drop_missing, cache=not no_cache, square=square, workers=workers, uncertain=uncertain,
+                table=columns)
 
 
 # ---------------------------------------------------------------------- statistics
@@ -374,8 +380,21 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.addHandler(_ClickHandler())
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for a fault of the system: what could not be done to which path, and why."""
+    cause = exc.strerror or str(exc)
+    if exc.filename is None:
+        return cause
+    return f"{'cannot write ' if isinstance(exc, WriteError) else ''}{exc.filename}: {cause}"
+
+
 def main(argv=None):
-    """Entry point: a user's mistake is one line on stderr and exit status 2, no traceback."""
+    """Entry point: no traceback for what a user can fix.
+
+    A user's mistake (:class:`CxrError`) is one line on stderr and exit status 2; a refusal of the
+    system (a full disk, a read-only or unreadable path: ``OSError``) is one line naming the
+    path and the cause, and exit status 1.
+    """
     configure_logging()
     try:
         code = cli.main(args=argv, prog_name="monai-cxr", standalone_mode=False)
@@ -388,6 +407,9 @@ def main(argv=None):
     except CxrError as exc:
         click.echo(f"monai-cxr: error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        click.echo(f"monai-cxr: error: {_os_error_line(exc)}", err=True)
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     # without standalone mode click returns (not raises) the code of ctx.exit(code)

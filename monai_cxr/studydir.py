@@ -1,8 +1,21 @@
-"""``STUDY/study.json``: the settings of every stage that has run, for reruns and reports."""
+"""``STUDY/study.json`` and what each stage was built from: fingerprints, cell inputs, cell locks.
+
+Every stage records what it was built from, so that a stale result is refused or rebuilt,
+never reported as current:
+
+- ``prepare`` records ``study.json["data"]["fingerprint"]``: :func:`data_fingerprint` of the
+  files it wrote (``index.csv``, ``split.csv`` and the cache manifest's own fingerprint).
+- ``generate`` writes ``CELL/inputs.json``: ``{"data": <that fingerprint>, "config": <sha256
+  of the cell's generated files>}``; the bundle's run record copies it into ``run.json["inputs"]``.
+- ``run`` refuses, and the report leaves out, a cell whose inputs no longer match
+  (:func:`stale_reason`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -10,8 +23,19 @@ from pathlib import Path
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_json
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None
+
+__all__ = ["INPUTS", "data_fingerprint", "load_study", "lock_cell", "package_versions", "read_inputs",
+           "stale_reason", "study_path", "update_study"]
+
 PACKAGES = ("monai-cxr", "monai", "torch", "pytorch-ignite", "numpy", "pandas", "scipy",
             "scikit-learn", "pillow", "nibabel")
+INPUTS = "inputs.json"
+DATA_FILES = ("data/index.csv", "data/split.csv")
+MANIFEST = "data/cache/manifest.json"
 
 
 def package_versions() -> dict[str, str]:
@@ -52,3 +76,107 @@ def update_study(study_dir: str | Path, **sections) -> dict:
     study["versions"] = package_versions()
     write_json(study_path(study_dir), study)
     return study
+
+
+# ------------------------------------------------------------------------ fingerprints
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def data_fingerprint(study_dir: str | Path) -> str:
+    """sha256 of ``index.csv``, ``split.csv`` and the cache manifest's fingerprint, as they are now.
+
+    Content, not times: rerunning ``prepare`` with the same data gives the same fingerprint, so
+    nothing downstream is rebuilt; new labels, a new split or a rebuilt cache give another one.
+    A CxrError when the tables are missing (no ``prepare`` yet).
+    """
+    root = Path(study_dir).resolve()
+    key = tuple(_stamp(root / rel) for rel in (*DATA_FILES, MANIFEST))
+    if key in _FINGERPRINTS:  # the report asks once per cell; hash the tables once
+        return _FINGERPRINTS[key]
+    digest = hashlib.sha256()
+    for rel in DATA_FILES:
+        path = root / rel
+        if not path.is_file():
+            raise CxrError(f"{path} not found; run `monai-cxr prepare --study-dir {root}` first")
+        digest.update(f"{rel}\n".encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        manifest = {}
+    cache = manifest if isinstance(manifest, dict) else {}
+    digest.update(f"cache\n{cache.get('format')}|{cache.get('fingerprint')}".encode())
+    _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def read_inputs(cell_dir: str | Path) -> dict | None:
+    """The cell's ``inputs.json`` (what ``generate`` built it from), or None if it has none."""
+    path = Path(cell_dir) / INPUTS
+    try:
+        inputs = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CxrError(f"{path} is not valid JSON; run `monai-cxr generate` again") from None
+    if not isinstance(inputs, dict):
+        raise CxrError(f"{path} must hold a JSON object; run `monai-cxr generate` again")
+    return inputs
+
+
+def stale_reason(study_dir: str | Path, cell_dir: str | Path) -> str | None:
+    """Why the cell's results are not current, or None when they are (or cannot be checked).
+
+    Stale: the run recorded other inputs (``run.json["inputs"]``) than the bundle now holds
+    (it was generated again after, or while, it ran), or the bundle was generated from other
+    data than the study's current tables and cache (``prepare`` ran since). A cell without
+    ``inputs.json`` (made by hand, or before monai-cxr recorded inputs) cannot be checked.
+    """
+    cell_dir = Path(cell_dir)
+    try:
+        inputs = read_inputs(cell_dir)
+    except CxrError as exc:
+        return str(exc)
+    if inputs is None:
+        return None
+    try:
+        run = json.loads((cell_dir / "run.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        run = None
+    if isinstance(run, dict) and run.get("inputs") is not None and run["inputs"] != inputs:
+        return "it ran on other inputs than its bundle now holds (generated again after it ran); run it again"
+    try:
+        current = data_fingerprint(study_dir)
+    except CxrError:
+        return None  # no tables to compare with: a study folder holding bundles only
+    if inputs.get("data") != current:
+        return ("it was generated from other data (prepare ran since); run `monai-cxr generate` "
+                "(--force for finished cells) and `monai-cxr run` again")
+    return None
+
+
+# ------------------------------------------------------------------------------ locks
+def lock_cell(cell_dir: str | Path) -> int | None:
+    """An open, exclusively locked ``CELL/.lock``, or None if another process holds it.
+
+    ``run`` holds it while the cell trains (its processes inherit it), ``generate`` while it
+    writes the cell, so neither changes a cell under the other. Close the descriptor to release.
+    """
+    fd = os.open(Path(cell_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+    return fd

@@ -25,14 +25,15 @@ TINY_GRID = dict(epochs=2, batch_size=4, subsample=8, learning_rate=1e-3)
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
-    """A prepared study of a small phantom: ~24 patients at 64 px, cached at 16 and 32 px."""
+    """A prepared study of a small phantom: ~24 patients at 64 px (train / val / test), cached at 16 and 32 px."""
     from monai_cxr.data.phantom import synthesize
     from monai_cxr.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("tiny")
     synthesize(root / "phantom", patients=24, size=64, seed=0, prevalence=0.4, workers=1)
+    # val as large as in the paper's 80/20 (the same val patients), and a held-out test fold
     prepare(dataset="nih", data_dir=root / "phantom", study_dir=root / "study", resolutions=TINY_RESOLUTIONS,
-            seed=0, workers=1, progress=False)
+            seed=0, workers=1, progress=False, val_fraction=0.2, test_fraction=0.2)
     return root / "study"
 
 

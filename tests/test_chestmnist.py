@@ -111,11 +111,11 @@ def test_broken_files_are_one_clear_error(tmp_path, change, message):
 
 
 def test_bad_choices_for_chestmnist(tmp_path):
-    write_chestmnist(tmp_path, sides=(28,))
+    write_chestmnist(tmp_path / "d", sides=(28,))
     with pytest.raises(CxrError, match="no patient ids.*--split official"):
-        prepare("chestmnist", tmp_path, tmp_path / "s", [16], split="random", cache=False)
+        prepare("chestmnist", tmp_path / "d", tmp_path / "s", [16], split="random", cache=False)
     with pytest.raises(CxrError, match="no view information"):
-        prepare("chestmnist", tmp_path, tmp_path / "s", [16], view="lateral", cache=False)
+        prepare("chestmnist", tmp_path / "d", tmp_path / "s", [16], view="lateral", cache=False)
     with pytest.raises(CxrError, match="does not exist"):
         read_chestmnist(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()

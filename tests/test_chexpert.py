@@ -67,8 +67,8 @@ def test_uncertainty_policies_match_a_hand_count(tmp_path, policy, edema, effusi
 
 
 def test_official_split_uses_valid_csv_as_the_val_fold(tmp_path):
-    write_chexpert(tmp_path)
-    main(["prepare", "--dataset", "chexpert", "--data-dir", str(tmp_path), "--study-dir", str(tmp_path / "s"),
+    write_chexpert(tmp_path / "d")
+    main(["prepare", "--dataset", "chexpert", "--data-dir", str(tmp_path / "d"), "--study-dir", str(tmp_path / "s"),
           "--split", "official", "--no-cache"])
     split = pd.read_csv(tmp_path / "s/data/split.csv")
     is_valid = split["image_id"].str.startswith("valid/")
@@ -112,9 +112,9 @@ def test_missing_release_and_missing_images(tmp_path):
 
 
 def test_prepare_end_to_end_keeps_the_contract(tmp_path):
-    write_chexpert(tmp_path)
-    main(["prepare", "--dataset", "chexpert", "--data-dir", str(tmp_path), "--study-dir", str(tmp_path / "s"),
-          "--resolutions", "16,32", "--uncertain", "ignore", "--workers", "1"])
+    write_chexpert(tmp_path / "d")
+    main(["prepare", "--dataset", "chexpert", "--data-dir", str(tmp_path / "d"), "--study-dir", str(tmp_path / "s"),
+          "--resolutions", "16,32", "--uncertain", "ignore", "--workers", "1", "--test-fraction", "0"])
     index = pd.read_csv(tmp_path / "s/data/index.csv", dtype={"image_id": str, "patient_id": str})
     split = pd.read_csv(tmp_path / "s/data/split.csv", dtype={"image_id": str, "patient_id": str})
     assert split["image_id"].tolist() == index["image_id"].tolist()

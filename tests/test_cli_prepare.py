@@ -40,7 +40,7 @@ def test_prepare_writes_index_split_cache_and_study(tmp_path):
     (["--data-dir", "/nonexistent/nih"], "does not exist"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
-    write_release(tmp_path / "nih", patients=5)
+    write_release(tmp_path / "nih", patients=10)
     base = ["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
             "--workers", "1"]
     code, out, err = run_cli(*base, *args)

@@ -2,8 +2,8 @@
 16-bit PNG, files are found as documented, and the bundle's inference.json is a valid MONAI inference workflow."""
 
 import json
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -54,7 +54,8 @@ def test_prepare_end_to_end_through_the_cli(tmp_path):
     index = pd.read_csv(tmp_path / "s/data/index.csv", dtype={"image_id": str, "patient_id": str})
     split = pd.read_csv(tmp_path / "s/data/split.csv", dtype={"image_id": str, "patient_id": str})
     assert len(index) == len(rows) and split["image_id"].tolist() == index["image_id"].tolist()
-    assert split.groupby("patient_id")["fold"].nunique().max() == 1 and set(split["fold"]) == {"train", "val"}
+    assert split.groupby("patient_id")["fold"].nunique().max() == 1
+    assert set(split["fold"]) == {"train", "val", "test"}
     cached = open_cache(tmp_path / "s/data/cache", 24)
     for i, row in enumerate(rows):
         if row["kind"] != "jpg":

@@ -16,18 +16,23 @@ arrays): ``read(resolutions)`` gives its rows at each resolution, ``take(start, 
 slice of it for one chunk. The builder below knows nothing else about the source.
 
 The build runs in worker processes over chunks of rows and records finished chunks in
-``manifest.json``, so a killed build resumes where it stopped. The manifest also holds a
+``manifest.json``, so a killed build resumes where it stopped. Before it touches anything it
+checks the free space (N R^2 bytes per missing resolution; the full NIH cache is about 119 GB),
+and it allocates each array's blocks (``posix_fallocate``) before memory-mapping it: a disk that
+fills up is then one clear error at the start, never a SIGBUS in the middle of a write. The manifest also holds a
 fingerprint of the inputs (ids, paths, file sizes and times, square policy): when it no
 longer matches, the cache is rebuilt; resolutions already complete are not redone.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,7 +42,7 @@ from tqdm.auto import tqdm
 
 from monai_cxr.data.images import FileImages
 from monai_cxr.errors import CxrError
-from monai_cxr.fileio import write_json
+from monai_cxr.fileio import WriteError, write_json
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +94,90 @@ def check_settings(resolutions, square: str) -> list[int]:
     return resolutions
 
 
+def _size(n: int, resolution: int) -> int:
+    """Bytes of the ``.npy`` file of ``n`` images at ``resolution`` (its header rounds up to 128 bytes)."""
+    return 128 + n * resolution * resolution
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _allocated(path: Path) -> int:
+    """Bytes of disk a file holds now (0 if absent): what deleting it gives back."""
+    try:
+        return path.stat().st_blocks * 512
+    except (FileNotFoundError, AttributeError):
+        return 0
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free bytes of the file system that holds ``folder`` (or would: its nearest existing parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_space(cache_dir: Path, n: int, create: list[int], reclaim: list[Path]) -> None:
+    """One line unless the arrays of ``create`` fit: free space plus what deleting ``reclaim`` frees."""
+    need = sum(_size(n, r) for r in create)
+    if not need:
+        return
+    available = _free_bytes(cache_dir) + sum(_allocated(p) for p in reclaim)
+    if need > available:
+        raise CxrError(f"not enough free space for the resize cache in {cache_dir}: {', '.join(map(str, create))} px "
+                       f"for {n} images need {_gb(need)}, {_gb(available)} available; free space, cache fewer "
+                       f"--resolutions, or use a --study-dir on a larger disk")
+
+
+def allocate(path: Path, n: int, resolution: int) -> None:
+    """Create ``path`` as a zero uint8 .npy array (n, R, R) whose blocks are all on disk.
+
+    A memory map of a sparse file dies of SIGBUS when the disk fills up under a write; with
+    its blocks allocated up front, a full disk is an error here instead (a CxrError, the
+    file removed), and writes through the map cannot run out of space.
+    """
+    try:
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution)).flush()
+        if hasattr(os, "posix_fallocate"):  # not on macOS; there the file stays sparse
+            with open(path, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CxrError(f"disk full while allocating {path} ({_gb(_size(n, resolution))}): {exc.strerror}; "
+                           f"free space and rerun prepare (finished resolutions are kept)") from None
+        raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
 def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, square: str = "pad",
                 workers: int = 0, progress: bool = True, images=None) -> dict:
     """Build (or finish, or reuse) the cache for ``index`` at ``resolutions``; return the manifest.
 
     ``images`` is the image source of the index rows (default: the index's image files).
+    Nothing is changed before the free space is known to suffice.
     """
     resolutions = check_settings(resolutions, square)
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     n = len(index)
     images = images if images is not None else FileImages(index["path"].astype(str), square)
     if len(images) != n:
         raise CxrError(f"the image source has {len(images)} rows but the index {n}")
     fp = fingerprint(index, square, images)
     manifest = _load_manifest(cache_dir)
-    if manifest.get("format") != FORMAT or manifest.get("fingerprint") != fp:
+    rebuild = manifest.get("format") != FORMAT or manifest.get("fingerprint") != fp
+    complete = [] if rebuild else manifest.get("complete", [])
+    todo = [r for r in resolutions if r not in complete]
+    if todo:
+        images.check(todo)  # fail fast on a too-small or unreadable source, before anything changes
+    building = {} if rebuild else (manifest.get("building") or {})
+    resume = (building.get("resolutions") == todo and building.get("chunk") == CHUNK
+              and all(cache_file(cache_dir, r).is_file() for r in todo))
+    if not resume:
+        old = sorted(cache_dir.glob("r*.npy")) if rebuild else [cache_file(cache_dir, r) for r in todo]
+        check_space(cache_dir, n, todo, old)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if rebuild:
         if manifest:
             log.info("cache: inputs changed, rebuilding")
         for old in cache_dir.glob("r*.npy"):
@@ -112,23 +185,26 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
         manifest = {"format": FORMAT, "fingerprint": fp, "square": square, "n_images": n,
                     "complete": [], "building": None}
         write_json(cache_dir / "manifest.json", manifest)  # never lists deleted arrays
-    todo = [r for r in resolutions if r not in manifest["complete"]]
     if not todo:
         log.info(f"cache: {', '.join(map(str, resolutions))} px up to date ({n} images)")
         return manifest
 
-    images.check(todo)  # fail fast on a too-small or unreadable source
     origins = {str(r): images.origin(r) for r in todo}
     if not isinstance(images, FileImages):  # say where each resolution comes from
         for r in todo:
             log.info(f"cache: {r} px {origins[str(r)]}")
-    building = manifest.get("building") or {}
-    resume = (building.get("resolutions") == todo and building.get("chunk") == CHUNK
-              and all(cache_file(cache_dir, r).is_file() for r in todo))
     if not resume:
-        for r in todo:
-            np.lib.format.open_memmap(cache_file(cache_dir, r), mode="w+", dtype=np.uint8,
-                                      shape=(n, r, r)).flush()
+        manifest["building"] = None  # the arrays below are new: no chunk of them is built
+        write_json(cache_dir / "manifest.json", manifest)
+        made = []
+        try:
+            for r in todo:
+                allocate(cache_file(cache_dir, r), n, r)
+                made.append(r)
+        except BaseException:
+            for r in made:  # all or none: a rerun starts the allocation afresh
+                cache_file(cache_dir, r).unlink(missing_ok=True)
+            raise
         building = {"resolutions": todo, "chunk": CHUNK, "done": []}
     manifest["building"] = building
     done = set(building["done"])
@@ -139,11 +215,13 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
         log.info(f"cache: resuming, {len(done)} of {n_chunks} chunks already built")
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs))) if images.parallel else 1
 
-    def record(final: bool = False, _last=[0.0]):
-        if final or time.monotonic() - _last[0] > 0.5:
+    last = [0.0]  # when the manifest was last written
+
+    def record(final: bool = False):
+        if final or time.monotonic() - last[0] > 0.5:
             building["done"] = sorted(done)
             write_json(cache_dir / "manifest.json", manifest)
-            _last[0] = time.monotonic()
+            last[0] = time.monotonic()
 
     bar = tqdm(total=n, initial=min(n, len(done) * CHUNK), unit="img", disable=not progress,
                desc=f"cache {'/'.join(map(str, todo))} px", leave=False)

@@ -7,10 +7,16 @@ relative to ``bundle_root`` (the cell folder), so a study can be copied, moved o
 elsewhere. User text (labels, ids) goes only into ``cell.json`` and ``datalist.json``, which
 are read with ``json``, never by MONAI's config parser, so it is never evaluated; the documents
 name the finding only in plain words (:mod:`monai_cxr.grid.docs`).
+
+Each cell also gets ``inputs.json``: the fingerprint of the study's data (recorded by
+``prepare``) and a hash of the cell's generated files; the run copies it into ``run.json``,
+so a result made from other data or other configs is recognised as stale. A cell is written
+under its lock, so a running cell is never changed under its run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,17 +29,24 @@ import pandas as pd
 from monai_cxr.cell.datalist import build
 from monai_cxr.data.cache import complete_resolutions
 from monai_cxr.data.labels import label_columns, resolve_label
-from monai_cxr.errors import CxrError
+from monai_cxr.errors import CxrError, shown
 from monai_cxr.fileio import write_text
 from monai_cxr.grid.cells import Cell, cells
 from monai_cxr.grid.docs import cell_metadata, cell_readme, data_license
 from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
 from monai_cxr.grid.settings import GridSettings
-from monai_cxr.studydir import load_study, update_study
+from monai_cxr.studydir import (
+    INPUTS,
+    data_fingerprint,
+    load_study,
+    lock_cell,
+    read_inputs,
+    update_study,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GridSettings", "generate", "template_dir", "cell_dirs", "study_cells", "clear_run_outputs"]
+__all__ = ["GridSettings", "cell_dirs", "clear_run_outputs", "generate", "study_cells", "template_dir"]
 
 # The template's files a cell holds as they are; the cell's own values are in OVERRIDE.
 COPIED = ("configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/logging.conf",
@@ -190,11 +203,88 @@ def clear_run_outputs(cell_dir: Path) -> None:
             path.unlink()
 
 
+def _unique(values, what: str) -> list:
+    """``values`` without repeats, in order; a note names what was dropped."""
+    out = []
+    for value in values:
+        if value not in out:
+            out.append(value)
+    if len(out) < len(values):
+        log.info(f"note: {what} given more than once are used once: {', '.join(map(str, out))}")
+    return out
+
+
+def normalise(settings: GridSettings, columns) -> GridSettings:
+    """The lists of a grid resolved once: labels to the data's columns (aliases, case), archs to
+    their names, repeats dropped with a note, so one finding is never studied twice."""
+    labels, repeated = [], []
+    for label in settings.labels:
+        column = resolve_label(label, columns)
+        if column in labels:
+            repeated.append(f"{shown(label)} (= {shown(column)})")
+        else:
+            labels.append(column)
+    if repeated:
+        log.info(f"note: labels naming a column already chosen are studied once: {', '.join(repeated)}")
+    archs = _unique([str(a).strip().lower() if str(a).strip().lower() in ARCHS else a for a in settings.archs],
+                    "architectures")
+    resolutions = sorted(_unique([int(r) for r in settings.resolutions], "resolutions"))
+    seeds = sorted(_unique([int(s) for s in settings.seeds], "seeds"))
+    return replace(settings, labels=labels, archs=archs, resolutions=resolutions, seeds=seeds)
+
+
+def cell_inputs(data: str, files: dict[str, str]) -> str:
+    """``inputs.json`` of a cell: the data fingerprint and a sha256 of its generated files."""
+    digest = hashlib.sha256()
+    for name in sorted(files):  # settings only: a finished cell's documents may differ from a new one's
+        text = _settings_text(name, files[name])
+        digest.update(f"{name}\0{len(text)}\0".encode() + text.encode())
+    return json.dumps({"data": data, "config": digest.hexdigest()}, indent=2) + "\n"
+
+
+def _ran_on(cell_dir: Path) -> dict | None:
+    """The inputs a finished run recorded (``run.json["inputs"]``), if it recorded any."""
+    try:
+        run = json.loads((cell_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return run.get("inputs") if isinstance(run, dict) else None
+
+
+def _why_finished(cell_dir: Path, changed: list[str], data: str, files: dict[str, str]) -> str:
+    """Why a finished cell no longer matches what generate would write now."""
+    try:
+        before = read_inputs(cell_dir)
+    except CxrError:
+        before = None
+    if before is not None and before.get("data") != data:
+        return "on other data (prepare ran since it was generated)"
+    other = [name for name in changed if name != INPUTS]
+    if other:
+        name = other[0]
+        what = _difference(name, (cell_dir / name).read_text(), files[name]) if (cell_dir / name).is_file() \
+            else f"{name} is missing"
+        return f"with other settings ({what})"
+    return "with other configs than its bundle now holds (it was generated again while it ran)"
+
+
+def _current_data(study_dir: Path) -> str:
+    """The data fingerprint now, checked against the one ``prepare`` recorded."""
+    current = data_fingerprint(study_dir)
+    recorded = (load_study(study_dir).get("data") or {}).get("fingerprint")
+    if recorded is not None and recorded != current:
+        raise CxrError(f"{study_dir / 'data'} is not what prepare last recorded in study.json (a prepare was "
+                       f"interrupted, or a file there was changed); run `monai-cxr prepare` again first")
+    return current
+
+
 def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool = False) -> list[Path]:
     """Write the bundle of every cell of ``settings`` under ``STUDY/bundles``; return their folders.
 
     Unchanged cells are left as they are (a finished cell stays finished). A finished cell
-    whose bundle would change is refused unless ``force``, which discards its results.
+    whose bundle would change, or that was run from other data or other configs, is refused
+    unless ``force``, which discards its results. A cell that is running (its lock is held)
+    is refused before anything is written.
     """
     study_dir = Path(study_dir).resolve()
     if not (study_dir / "study.json").is_file():
@@ -203,42 +293,62 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
         settings = replace(settings, initial_weights=_safe_path(Path(settings.initial_weights).resolve(),
                                                                "initial weights path"))
     index, split = _load_tables(study_dir)
+    data = _current_data(study_dir)
     # a label may be named as any release names it (Effusion / Pleural Effusion): use the column;
     # an unknown one is refused here with the dataset's labels
-    settings = replace(settings, labels=[resolve_label(label, label_columns(index)) for label in settings.labels])
+    settings = normalise(settings, label_columns(index))
     check_grid(settings, index, split, _cache_resolutions(study_dir))
     template = template_dir()
     grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)
     study = load_study(study_dir)
     datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels}
 
-    written, kept, replaced = 0, 0, 0
-    out = []
+    plans = []  # (cell, folder, files, differs, changed): nothing is written before every cell is checked
     for cell in grid:
         cell_dir = cell_dirs(study_dir) / cell.name
         files = render(cell, settings, template, study)
         files["datalist.json"] = datalists[cell.label]
+        files[INPUTS] = cell_inputs(data, files)
         differs = [name for name, text in files.items()
                    if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
         changed = [name for name in differs if not (cell_dir / name).is_file()
                    or _settings_text(name, (cell_dir / name).read_text()) != _settings_text(name, files[name])]
-        if (cell_dir / "run.json").is_file():
-            if changed and not force:
-                name = changed[0]
-                what = _difference(name, (cell_dir / name).read_text(), files[name]) if (cell_dir / name).is_file() \
-                    else f"{name} is missing"
-                raise CxrError(f"cell {cell.name} has finished with other settings ({what}); "
-                               f"use --force to discard its results, or another --study-dir")
-            if changed:
+        finished = (cell_dir / "run.json").is_file()
+        ran_on = _ran_on(cell_dir) if finished else None
+        if finished and ran_on is not None and ran_on != json.loads(files[INPUTS]) and not changed:
+            changed = [INPUTS]  # configs agree now, but the run used others (regenerated while it ran)
+        if finished and changed and not force:
+            raise CxrError(f"cell {cell.name} has finished {_why_finished(cell_dir, changed, data, files)}; use --force "
+                           f"to discard its results, or another --study-dir")
+        if finished and not changed:
+            differs = []  # a finished cell keeps its documents: its result, the versions that made it
+        plans.append((cell, cell_dir, files, differs, changed))
+
+    locks = {}
+    try:
+        for cell, cell_dir, _, differs, _ in plans:  # existing cells first: a running one stops everything
+            if differs and cell_dir.is_dir():
+                fd = lock_cell(cell_dir)
+                if fd is None:
+                    raise CxrError(f"cell {cell.name} is running (another process holds {cell_dir / '.lock'}); "
+                                   f"let it finish or stop that run, then generate again")
+                locks[cell.name] = fd
+        written, kept, replaced = 0, 0, 0
+        for cell, cell_dir, files, differs, changed in plans:
+            if differs and cell.name not in locks:
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                locks[cell.name] = lock_cell(cell_dir)  # a new folder: nobody else can hold it
+            if changed and (cell_dir / "run.json").is_file():
                 clear_run_outputs(cell_dir)
                 replaced += 1
-            else:
-                differs = []  # a finished cell keeps its documents: its result, the versions that made it
-        for name in differs:
-            write_text(cell_dir / name, files[name])
-        written += bool(differs)
-        kept += not differs
-        out.append(cell_dir)
+            for name in [n for n in differs if n != INPUTS] + [INPUTS] * (INPUTS in differs):
+                write_text(cell_dir / name, files[name])  # inputs.json last: it vouches for the rest
+            written += bool(differs)
+            kept += not differs
+    finally:
+        for fd in locks.values():
+            if fd is not None:
+                os.close(fd)
 
     previous = load_study(study_dir).get("grid") or {}
     record = {**asdict(settings), "cells": [c.name for c in grid]}
@@ -246,4 +356,4 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
         update_study(study_dir, grid=record)
     log.info(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
              f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")")
-    return out
+    return [cell_dir for _, cell_dir, _, _, _ in plans]

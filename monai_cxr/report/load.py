@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from monai_cxr.errors import CxrError
+from monai_cxr.studydir import stale_reason
 
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
 SCORED_FOLDS = ("val", "test")
@@ -242,8 +243,9 @@ def load_study(study_dir) -> Study:
     truth = None
     for name in names:
         cell = _read_cell(bundles / name)
-        # The staleness check goes here: a finished cell whose inputs changed after it was generated
-        # gets a ``cell.reason`` and is then listed as missing with that reason, never reported.
+        reason = stale_reason(path, cell.path) if cell.run is not None else None
+        if reason:  # results of other data or configs are never reported as current
+            cell.run, cell.reason = None, f"stale: {reason}"
         if cell.run is None or cell.reason:
             study.missing.append(cell)
             continue

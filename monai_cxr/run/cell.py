@@ -6,6 +6,10 @@ were running. A cell is finished exactly when its ``run.json`` exists (written l
 atomically). A cell being run holds a lock on ``CELL/.lock`` (inherited by its process), so two
 runs of one study never run the same cell. A cell with ``nproc_per_node > 1`` runs under
 ``torch.distributed.run`` with the template's ``multi_gpu_train.json`` overlay.
+
+The command runs under :mod:`monai_cxr.run.guard`: whatever ends the run (Ctrl-C, SIGTERM, a
+SIGKILL of this process, a cancelled Ray task), the cell's processes, torchrun's workers
+included, end with it and release the lock, so a rerun can start at once.
 """
 
 from __future__ import annotations
@@ -19,13 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monai_cxr.grid.generate import clear_run_outputs
+from monai_cxr.run.guard import GRACE
+from monai_cxr.studydir import lock_cell
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-    fcntl = None
-
-__all__ = ["CellOutcome", "bundle_command", "lock_cell", "run_cell", "LOG_NAME"]
+__all__ = ["LOG_NAME", "CellOutcome", "bundle_command", "guarded", "lock_cell", "run_cell"]
 
 LOG_NAME = "logs/run.log"
 
@@ -47,16 +48,9 @@ def bundle_command(cell_dir: Path, python: str | None = None, nproc_per_node: in
             "-m", "monai.bundle", "run", "--config_file", configs]
 
 
-def lock_cell(cell_dir: Path) -> int | None:
-    """An open, exclusively locked ``.lock`` of the cell, or None if another process holds it."""
-    fd = os.open(cell_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-    return fd
+def guarded(command: list[str], python: str | None = None) -> list[str]:
+    """``command`` under the guard (:mod:`monai_cxr.run.guard`), which ends with this process."""
+    return [python or sys.executable, "-m", "monai_cxr.run.guard", str(os.getpid()), "--", *command]
 
 
 def cell_resolution(cell_dir: Path) -> int:
@@ -110,19 +104,19 @@ def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int 
         env.setdefault("OMP_NUM_THREADS", str(max(1, int(threads))))
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log, "w") as out:
-            proc = subprocess.Popen(bundle_command(cell_dir, nproc_per_node=nproc_per_node), stdout=out,
+            proc = subprocess.Popen(guarded(bundle_command(cell_dir, nproc_per_node=nproc_per_node)), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cell_dir, env=env,
                                     pass_fds=(fd,))
         try:
             if on_start is not None:
                 on_start(proc)
             returncode = proc.wait()
-        except BaseException:  # interrupted (Ctrl-C, a cancelled Ray task): stop the cell too
+        except BaseException:  # interrupted (Ctrl-C, a cancelled Ray task): the guard stops the cell
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(GRACE + 5)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.kill()  # the cell's processes get SIGTERM as the guard's death signal
             raise
     finally:
         os.close(fd)

@@ -8,8 +8,10 @@ of ``prepare`` knows which source it was.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -17,10 +19,10 @@ from typing import ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from monai_cxr.errors import CxrError
+from monai_cxr.errors import CxrError, shown
 
 __all__ = ["Options", "Source", "SourceData", "TableOptions", "check_files", "check_unique", "given_split",
-           "parse_labels", "read_csv_table"]
+           "line_of", "parse_labels", "read_csv_table"]
 
 log = logging.getLogger(__name__)
 _VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1}
@@ -97,20 +99,106 @@ def given_split(index: pd.DataFrame, folds) -> pd.DataFrame:
                          "patient_id": index["patient_id"].to_numpy(), "fold": folds.to_numpy()})
 
 
-def read_csv_table(path: Path, required=()) -> pd.DataFrame:
-    """A CSV file as strings (blank cells as ""), with its ``required`` columns checked."""
+def _odd_name(name: str) -> bool:
+    """Whether a column name has characters a reader cannot see: edge spaces, controls, format marks."""
+    return name != name.strip() or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)
+
+
+class _Lines:
+    """Row position -> file line, carried in ``DataFrame.attrs``: pandas copies attrs on every
+    operation (and compares them in ``concat``), so this is shared rather than copied."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines):
+        self.lines = np.asarray(lines, dtype=np.int64)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, position: int) -> int:
+        return int(self.lines[position])
+
+
+def line_of(table: pd.DataFrame, position: int) -> int:
+    """The file line of row ``position`` of a table from :func:`read_csv_table` (header: line 1)."""
+    lines = table.attrs.get("lines")
+    return int(lines[position]) if lines is not None and position < len(lines) else position + 2
+
+
+def read_csv_table(path: Path, required=(), nonblank=()) -> pd.DataFrame:
+    """A CSV file as strings (blank cells as ""), read strictly; its ``required`` columns checked.
+
+    pandas quietly shifts a row with one field too many into an index, pads a short (cut)
+    row with blanks and renames a repeated column; here each of those, a column name with
+    invisible characters (a zero-width space, a trailing blank; a leading UTF-8 BOM of the
+    file is allowed), and a blank cell in a ``nonblank`` column is one line naming the file,
+    the line and the column. Empty cells beyond the header (a trailing comma) are dropped, and
+    a header column without a name is kept out if it holds nothing. Line numbers of the rows
+    are in ``table.attrs["lines"]`` (:func:`line_of`).
+    """
+    path = Path(path)
     if not path.is_file():
-        raise CxrError(f"table {str(path)!r} does not exist")
+        raise CxrError(f"table {shown(str(path), 200)} does not exist")
+    rows, lines = [], []
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CxrError(f"cannot parse {path.name}: {str(exc).splitlines()[0]}") from None
-    table.columns = [str(c).strip() for c in table.columns]
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = next(reader, None)
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # a blank line
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise CxrError(f"cannot parse {path.name}: it is not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise CxrError(f"cannot parse {path.name} line {reader.line_num}: {exc}") from None
+    if not header:
+        raise CxrError(f"{path.name} is empty; it needs a header line")
+    width = len(header)
+    for column, name in enumerate(header, start=1):
+        if _odd_name(name):
+            raise CxrError(f"{path.name} line 1, column {column}: the name {shown(name)} has invisible characters "
+                           f"or spaces at its ends; rename it to {shown(name.strip())} without them")
+    named = [name for name in header if name]
+    repeated = next((name for name in named if named.count(name) > 1), None)
+    if repeated is not None:
+        at = [str(i) for i, name in enumerate(header, start=1) if name == repeated]
+        raise CxrError(f"{path.name} line 1: column name {shown(repeated)} appears twice (columns {', '.join(at)}); "
+                       f"column names must be unique")
+    for row, line in zip(rows, lines):
+        if len(row) > width and any(cell.strip() for cell in row[width:]):
+            raise CxrError(f"{path.name} line {line} has {len(row)} fields but the header {width} (an unquoted "
+                           f"comma in a value?); quote such values")
+        if len(row) < width:
+            raise CxrError(f"{path.name} line {line} has {len(row)} fields but the header {width} "
+                           f"(a cut or shifted row)")
+    table = pd.DataFrame([row[:width] for row in rows], columns=range(width), dtype=object)
+    keep = [i for i, name in enumerate(header) if name or (len(table) and (table[i].str.strip() != "").any())]
+    unnamed = [i for i in keep if not header[i]]
+    if unnamed:
+        position = int(np.flatnonzero(table[unnamed[0]].str.strip() != "")[0])
+        raise CxrError(f"{path.name} line {lines[position]}: column {unnamed[0] + 1} has no name in the header "
+                       f"but holds {shown(table.iat[position, unnamed[0]])}")
+    table = table[keep]
+    table.columns = [header[i] for i in keep]
+    table.attrs["lines"] = _Lines(lines)
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise CxrError(f"{path.name} has no column {missing[0]!r} (columns: {', '.join(table.columns)})")
+        columns = ", ".join(table.columns)
+        raise CxrError(f"{path.name} has no column {shown(missing[0])} (columns: "
+                       f"{columns if len(columns) <= 200 else columns[:200] + '...'})")
     if table.empty:
         raise CxrError(f"{path.name} has no rows")
+    for column in nonblank:
+        blank = (table[column].str.strip() == "").to_numpy()
+        if blank.any():
+            raise CxrError(f"{path.name} line {line_of(table, int(np.flatnonzero(blank)[0]))}: "
+                           f"column {shown(column)} is blank; every row needs one")
     return table
 
 
@@ -131,7 +219,8 @@ def parse_labels(table: pd.DataFrame, columns, where: str, blank: int | None = N
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             allowed = "1, 0 or -1 (unknown)" + (" or blank" if blank is not None else "")
-            raise CxrError(f"{where} line {row + 2}: column {column!r} holds {text.iloc[row]!r}; allowed: {allowed}")
+            raise CxrError(f"{where} line {line_of(table, row)}: column {shown(column)} holds {shown(text.iloc[row])}; "
+                           f"allowed: {allowed}")
         values = values.astype(np.int8)
         out[column] = values.where(values != -1, uncertain).astype(np.int8).to_numpy()
     return pd.DataFrame(out, index=table.index)

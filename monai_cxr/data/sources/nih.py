@@ -46,7 +46,7 @@ def find_entry_csv(data_dir: Path) -> Path:
 
 def read_entries(csv_path: Path) -> pd.DataFrame:
     """The data-entry table with its required columns checked (and a trailing empty column dropped)."""
-    table = read_csv_table(csv_path, REQUIRED)
+    table = read_csv_table(csv_path, REQUIRED, nonblank=("Image Index", "Patient ID"))
     table = table.loc[:, [c for c in table.columns if not c.startswith("Unnamed:")]]
     table["Image Index"] = table["Image Index"].str.strip()
     check_unique(table["Image Index"], csv_path.name)

@@ -48,7 +48,7 @@ def read_table(table, path_col: str, patient_col: str, label_cols, view_col: str
     if clash:
         raise CxrError(f"label column {clash[0]!r} would clash with index.csv's own {clash[0]!r} column; rename it")
     required = [c for c in (path_col, patient_col, view_col, id_col) if c] + label_cols
-    frame = read_csv_table(table_path, required)
+    frame = read_csv_table(table_path, required, nonblank=[c for c in (path_col, patient_col, id_col) if c])
     for column in filter(None, (path_col, patient_col, id_col)):
         blank = frame[column].str.strip() == ""
         if blank.any():

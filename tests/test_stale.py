@@ -1,0 +1,133 @@
+"""Every stage knows what it was built from: stale cells are refused, regenerated or left out, never reported.
+
+Finished cells are made by hand here (the contract's ``run.json`` and ``predictions.csv``, with
+``run.json["inputs"]`` as the bundle's run record copies it), so no test trains a network.
+"""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_GRID
+from test_integrity_data import tree
+
+from monai_cxr.cli import main
+from monai_cxr.data.prepare import prepare
+from monai_cxr.errors import CxrError
+from monai_cxr.grid.generate import GridSettings, generate
+from monai_cxr.report.load import load_study as load_report
+from monai_cxr.run import executor
+from monai_cxr.studydir import data_fingerprint, load_study, lock_cell, stale_reason
+
+
+def finish(cell, inputs=None):
+    """Make a generated cell finished, as its run would: predictions of the val fold, then run.json."""
+    val = json.loads((cell / "datalist.json").read_text())["validation"]
+    pd.DataFrame({"image_id": [e["image_id"] for e in val], "patient_id": [e["patient_id"] for e in val],
+                  "label": [e["label"][0] for e in val], "score": np.linspace(0, 1, len(val))}) \
+        .to_csv(cell / "predictions.csv", index=False)
+    run = {**json.loads((cell / "cell.json").read_text()), "batch_size": 4, "epochs": 2, "train_seconds": 1.0,
+           "images_per_s": 10.0, "peak_mem_mb": 1.0, "best_val_auc": 0.5, "best_epoch": 1, "device": "cpu",
+           "inputs": json.loads((cell / "inputs.json").read_text()) if inputs is None else inputs}
+    (cell / "run.json").write_text(json.dumps(run))
+
+
+def reprepare(study, seed):
+    """prepare again on the same images with another split seed: new folds, a new data fingerprint."""
+    data_dir = load_study(study)["data"]["data_dir"]
+    prepare("nih", data_dir, study, [16, 32], seed=seed, val_fraction=0.2, test_fraction=0.2, workers=1,
+            progress=False)
+
+
+GRID = GridSettings(labels=["Mass"], resolutions=[16], seeds=[0, 1], **TINY_GRID)
+
+
+def test_generate_records_the_inputs_of_each_cell(study_copy):
+    cells = generate(study_copy, GRID)
+    fingerprint = load_study(study_copy)["data"]["fingerprint"]
+    assert fingerprint == data_fingerprint(study_copy)
+    for cell in cells:
+        inputs = json.loads((cell / "inputs.json").read_text())
+        assert inputs["data"] == fingerprint and len(inputs["config"]) == 64
+    assert json.loads((cells[0] / "inputs.json").read_text())["config"] != \
+        json.loads((cells[1] / "inputs.json").read_text())["config"]  # the seed is in the configs
+    reprepare(study_copy, seed=0)  # the same data again: nothing is stale
+    assert data_fingerprint(study_copy) == fingerprint
+    assert [stale_reason(study_copy, cell) for cell in cells] == [None, None]
+
+
+def test_the_report_leaves_out_stale_cells_and_says_why(study_copy):
+    first, second = generate(study_copy, GRID)
+    finish(first)
+    finish(second, inputs={**json.loads((second / "inputs.json").read_text()), "config": "configs of before"})
+    study = load_report(study_copy)
+    assert [c.name for c in study.finished] == [first.name]
+    (missing,) = study.missing
+    assert missing.name == second.name and missing.reason.startswith("stale: it ran on other inputs")
+    reprepare(study_copy, seed=1)  # new folds: every result is of other data now
+    assert "generated from other data" in stale_reason(study_copy, first)
+    with pytest.raises(CxrError, match="no finished cell"):
+        load_report(study_copy)
+
+
+def test_run_refuses_cells_of_other_data_before_starting_any(study_copy, monkeypatch, capsys):
+    started = []
+
+    def outcomes(paths, *args):  # the executor itself is not what this test is about
+        started.extend(paths)
+        yield from ()
+
+    monkeypatch.setattr(executor, "local_outcomes", outcomes)
+    generate(study_copy, GRID)
+    reprepare(study_copy, seed=1)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--study-dir", str(study_copy)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "cell mass__resnet34__r16__s0 was generated from other data (prepare ran since) (and 1 more)" in err
+    assert "monai-cxr generate" in err and started == []
+    generate(study_copy, GRID)  # unfinished cells are simply regenerated
+    assert executor.run_cells(study_copy, progress=False).ok and len(started) == 2
+
+
+def test_generate_refuses_finished_cells_of_other_data_unless_forced(study_copy):
+    first, _ = generate(study_copy, GRID)
+    finish(first)
+    reprepare(study_copy, seed=1)
+    with pytest.raises(CxrError, match=f"cell {first.name} has finished on other data .prepare ran since"):
+        generate(study_copy, GRID)
+    generate(study_copy, GRID, force=True)
+    assert not (first / "run.json").exists()
+    assert json.loads((first / "inputs.json").read_text())["data"] == data_fingerprint(study_copy)
+
+
+def test_a_result_of_configs_replaced_while_it_ran_is_not_kept_as_current(study_copy):
+    first, _ = generate(study_copy, GRID)
+    finish(first, inputs={**json.loads((first / "inputs.json").read_text()), "config": "configs of before"})
+    with pytest.raises(CxrError, match="other configs than its bundle now holds"):
+        generate(study_copy, GRID)
+    generate(study_copy, GRID, force=True)
+    assert not (first / "run.json").exists()
+
+
+def test_generate_never_changes_a_running_cell(study_copy):
+    first, _ = generate(study_copy, GRID)
+    before = tree(study_copy / "bundles")
+    held = lock_cell(first)  # as `run` holds it while the cell trains
+    try:
+        changed = GridSettings(**{**GRID.__dict__, "epochs": 5})
+        with pytest.raises(CxrError, match=f"cell {first.name} is running"):
+            generate(study_copy, changed, force=True)
+    finally:
+        os.close(held)
+    assert tree(study_copy / "bundles") == before
+
+
+def test_generate_refuses_data_that_prepare_did_not_finish(study_copy):
+    split = study_copy / "data" / "split.csv"
+    split.write_text(split.read_text().replace(",val\n", ",train\n", 1))  # as a prepare cut short would leave it
+    with pytest.raises(CxrError, match="is not what prepare last recorded"):
+        generate(study_copy, GRID)
+    assert not (study_copy / "bundles").exists()
