@@ -3,6 +3,7 @@
 import io
 import json
 
+import pytest
 from conftest import TINY_GRID, make_hand_study
 
 from monai_cxr.grid.generate import generate
@@ -69,6 +70,25 @@ def test_eta_divides_the_cost_left_by_the_cost_done_per_second():
     progress.finish("small")
     progress.finish("last")
     assert progress.status() == "[4/4] elapsed 50 s"
+
+
+def test_with_parallel_jobs_the_eta_counts_the_work_running_cells_have_done():
+    # two jobs, largest first: when the first big cell ends, the other big one (started with it) is
+    # nearly done and a small one has just started; the cost finished per second of the run would
+    # say 18 units at 16 per 100 s = 112 s
+    now = [0.0]
+    costs = {"big1": 16.0, "big2": 16.0, "small1": 1.0, "small2": 1.0}
+    progress = StudyProgress(costs, total=4, slots=2, clock=lambda: now[0])
+    now[0] = 100.0
+    progress.finish("big1")
+    # 0.16 units per slot-second: big2 is done but for 0 units, small1 and small2 have 1 each, on 2 slots
+    assert progress.eta() == pytest.approx(2 / (0.16 * 2))
+    assert progress.status() == "[1/4] elapsed 1 min 40 s, ETA 6 s"
+    now[0] = 104.0
+    progress.finish("big2")
+    progress.finish("small1", ok=False)  # a failed cell leaves the work left but says nothing of the rate
+    assert progress.timed_cost == 32.0 and progress.timed_seconds == 204.0
+    assert progress.eta() == pytest.approx(1 / (32 / 204))  # small2 started at 104, one slot busy
 
 
 def test_a_cells_cost_is_resolution_squared_times_its_training_images(tmp_path):

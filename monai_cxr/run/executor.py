@@ -84,7 +84,7 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, progress: bool
         pending.sort(key=lambda name: -cell_resolution(root / name))
     paths = [root / name for name in pending]
     tracker = StudyProgress({path.name: cell_cost(path) for path in paths}, total=len(names),
-                            done=len(summary.skipped))
+                            done=len(summary.skipped), slots=jobs)
     if pending:
         log.info(f"running {len(pending)} cells ({executor}" + (f", {jobs} at a time" if jobs else "") + ")")
     if executor == "ray":
@@ -98,7 +98,7 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, progress: bool
     try:
         for outcome in outcomes:
             getattr(summary, outcome.status).append(outcome.name)
-            tracker.finish(outcome.name)
+            tracker.finish(outcome.name, ok=outcome.status == "finished")
             if outcome.status == "finished":
                 log.info(f"{tracker.status()}  done    {outcome.name}: {outcome.result}")
             elif outcome.status == "failed":
