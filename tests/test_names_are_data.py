@@ -1,8 +1,8 @@
 """Names are data: labels, column names and paths reach configs and file names only as inert values."""
 
 import json
-from pathlib import Path
 import re
+from pathlib import Path
 
 from table_layout import write_table
 

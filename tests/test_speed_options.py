@@ -44,13 +44,14 @@ def generate_args(study):
 
 def test_generate_records_options_in_the_grid_and_each_cell_and_run_json_records_both(tmp_path):
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12)
-    main(generate_args(study) + ["--amp"])  # the old bare flag: fp16
+    main(generate_args(study) + ["--amp", "fp16"])
     assert json.loads((study / "study.json").read_text())["grid"]["amp"] == "fp16"
 
     main(generate_args(study) + ["--amp", "bf16", "--channels-last", "--cudnn-benchmark", "--pin-memory",
-                                 "--num-workers", "1"])
-    grid = json.loads((study / "study.json").read_text())["grid"]
-    assert {k: grid[k] for k in ASKED} == ASKED
+                                 "--loader-workers", "1"])
+    grid = json.loads((study / "study.json").read_text())["grid"]  # recorded under the option's name
+    assert {k: grid[k] for k in ASKED if k != "num_workers"} == {k: v for k, v in ASKED.items() if k != "num_workers"}
+    assert grid["loader_workers"] == 1 and "num_workers" not in grid
     cell = study / "bundles" / "mass__resnet34__r16__s0"
     config = json.loads((cell / "configs" / "override.json").read_text())
     assert {k: config[k] for k in ASKED} == ASKED
@@ -61,8 +62,10 @@ def test_generate_records_options_in_the_grid_and_each_cell_and_run_json_records
     assert run["amp"] == "bf16" and run["device"] == "cpu"
 
 
-def test_an_unknown_amp_mode_is_a_usage_error(tmp_path):
+@pytest.mark.parametrize("amp", [["--amp", "fp8"], ["--amp"]])  # a bare --amp no longer means fp16
+def test_an_unknown_or_missing_amp_mode_is_a_usage_error(tmp_path, amp):
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12)
     with pytest.raises(SystemExit) as exit_info:
-        main(generate_args(study) + ["--amp", "fp8"])
+        main(generate_args(study) + amp)
     assert exit_info.value.code == 2
+    assert not (study / "bundles").exists()

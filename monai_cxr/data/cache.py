@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from monai_cxr.data.images import FileImages
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import WriteError, write_json
+from monai_cxr.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
             write_json(cache_dir / "manifest.json", manifest)
             last[0] = time.monotonic()
 
-    bar = tqdm(total=n, initial=min(n, len(done) * CHUNK), unit="img", disable=not progress,
+    bar = progress_bar(total=n, initial=min(n, len(done) * CHUNK), unit="img", enabled=progress,
                desc=f"cache {'/'.join(map(str, todo))} px", leave=False)
     pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
     finished = pool.imap_unordered(_build_chunk, jobs) if pool else map(_build_chunk, jobs)

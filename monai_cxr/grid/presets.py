@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from monai_cxr.grid.settings import GridSettings
 
-__all__ = ["Preset", "PRESETS", "PAPER_LABELS", "PAPER_RESOLUTIONS"]
+__all__ = ["PAPER_LABELS", "PAPER_RESOLUTIONS", "PRESETS", "Preset"]
 
 # Sabottke & Spieler 2020 (FACTS.md): eight labels, nine resolutions, two architectures.
 PAPER_LABELS = ["Emphysema", "Cardiomegaly", "Hernia", "Edema", "Effusion", "Atelectasis", "Mass", "Nodule"]
@@ -15,13 +15,14 @@ PAPER_RESOLUTIONS = [32, 64, 128, 224, 256, 320, 448, 512, 600]
 
 @dataclass(frozen=True)
 class Preset:
-    """A named study.
+    """A named study: defaults for ``monai-cxr study``, each of which an option overrides.
 
     Attributes:
-        synthetic: synthesise the phantom (``phantom`` holds ``synthesize`` arguments) instead of
-            reading ``--data-dir``.
+        synthetic: synthesise the phantom (``phantom`` holds ``synthesize`` arguments) unless
+            ``--data-dir`` (or ``--table``) names data.
         grid: the ``generate`` settings.
-        jobs: cells run at a time.
+        jobs: cells run at a time by the local executor.
+        split_seed: the seed of the patient split (``prepare --seed``).
     """
 
     name: str
@@ -31,6 +32,10 @@ class Preset:
     phantom: dict = field(default_factory=dict)
     jobs: int = 1
     split_seed: int = 0
+
+    def settings(self) -> dict:
+        """The settings the preset fixes, by the command line's names (``learning_rate``, ``seed``, ``jobs``)."""
+        return {"dataset": "nih", "seed": self.split_seed, **asdict(self.grid), "jobs": self.jobs}
 
 
 PRESETS = {
@@ -54,7 +59,7 @@ PRESETS = {
         description="NIH ChestX-ray14, the published grid (8 labels x 9 resolutions x ResNet34, DenseNet121)",
         grid=GridSettings(labels=list(PAPER_LABELS), resolutions=list(PAPER_RESOLUTIONS),
                           archs=["resnet34", "densenet121"], seeds=[0], epochs=10, batch_size=32,
-                          subsample=8192, learning_rate=1e-3, augment_prob=0.5, num_workers=4, amp="bf16",
+                          subsample=8192, learning_rate=1e-3, augment_prob=0.5, loader_workers=4, amp="bf16",
                           channels_last=True, cudnn_benchmark=True, pin_memory=True),
     ),
 }

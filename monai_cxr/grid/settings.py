@@ -5,11 +5,11 @@ Torch-free, so the command line, the grid and the bundle's speed options share o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 from monai_cxr.errors import CxrError
 
-__all__ = ["AMP_MODES", "GridSettings", "amp_mode"]
+__all__ = ["AMP_MODES", "GridSettings", "amp_mode", "grid_defaults"]
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -24,10 +24,17 @@ def amp_mode(value) -> str:
     return text
 
 
+# Setting names that differ from the template's config keys (the template keeps its own names).
+TEMPLATE_KEYS = {"loader_workers": "num_workers"}
+
 
 @dataclass
 class GridSettings:
-    """What ``generate`` was asked for; recorded as ``study.json["grid"]``."""
+    """What ``generate`` was asked for; recorded as ``study.json["grid"]``.
+
+    Field names are the command line's option names (``learning_rate`` is ``--learning-rate``);
+    :meth:`bundle_values` maps them to the template's keys.
+    """
 
     labels: list[str]
     resolutions: list[int]
@@ -41,7 +48,7 @@ class GridSettings:
     weight_decay: float = 1e-4
     augment_prob: float = 0.0
     val_interval: int = 1
-    num_workers: int = 0
+    loader_workers: int = 0
     amp: str = "off"
     initial_weights: str | None = None
     channels_last: bool = False
@@ -52,8 +59,14 @@ class GridSettings:
         self.amp = amp_mode(self.amp)
 
     def bundle_values(self) -> dict:
-        """The template keys every cell shares (JSON values)."""
+        """The template keys every cell shares (JSON values), under the template's names."""
         keys = ("epochs", "batch_size", "subsample", "balanced", "learning_rate", "weight_decay",
-                "augment_prob", "val_interval", "num_workers", "amp", "initial_weights",
+                "augment_prob", "val_interval", "loader_workers", "amp", "initial_weights",
                 "channels_last", "cudnn_benchmark", "pin_memory")
-        return {k: getattr(self, k) for k in keys}
+        return {TEMPLATE_KEYS.get(k, k): getattr(self, k) for k in keys}
+
+
+def grid_defaults() -> dict:
+    """The default of every setting that has one, by name (the command line shows the same)."""
+    return {f.name: f.default if f.default is not MISSING else f.default_factory()
+            for f in fields(GridSettings) if f.default is not MISSING or f.default_factory is not MISSING}

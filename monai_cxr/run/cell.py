@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monai_cxr.grid.generate import clear_run_outputs
+from monai_cxr.progress import format_rate
 from monai_cxr.run.guard import GRACE
 from monai_cxr.studydir import lock_cell
 
@@ -64,7 +65,7 @@ def _result_line(cell_dir: Path) -> str:
     run = json.loads((cell_dir / "run.json").read_text())
     se = run.get("best_val_auc_se")
     auc = f"AUC {run['best_val_auc']:.3f}" + (f" ± {se:.3f}" if se is not None else "")
-    return f"{auc}  {run['train_seconds']:.0f} s  {run.get('images_per_s') or 0:.0f} img/s"
+    return f"{auc}  {run['train_seconds']:.0f} s  {format_rate(run.get('images_per_s'))}"
 
 
 @dataclass

@@ -12,18 +12,18 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
 from monai_cxr.errors import CxrError
 from monai_cxr.grid.generate import cell_dirs, study_cells
+from monai_cxr.progress import format_duration, progress_bar
 from monai_cxr.run.cell import cell_resolution
 from monai_cxr.run.local import local_outcomes
+from monai_cxr.run.progress import StudyProgress, cell_cost
 from monai_cxr.run.ray_cluster import ray_outcomes
 from monai_cxr.studydir import data_fingerprint, read_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXECUTORS", "RunSummary", "run_cells"]
+__all__ = ["EXECUTORS", "RunSummary", "check_run_options", "run_cells"]
 
 
 @dataclass
@@ -65,6 +65,16 @@ def check_current(study_dir, root, names: list[str]) -> None:
                        f"with the study's grid, then run")
 
 
+def check_run_options(executor: str, address: str | None, gpus_per_cell: float | None, nproc_per_node: int) -> None:
+    """Refuse, before any work, options that do not go together (``study`` checks before it prepares)."""
+    if executor not in EXECUTORS:
+        raise CxrError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if executor == "local" and (address or gpus_per_cell is not None):
+        raise CxrError("--address and --gpus-per-cell apply to --executor ray")
+    if nproc_per_node < 1:
+        raise CxrError(f"--nproc-per-node {nproc_per_node} must be at least 1")
+
+
 def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, progress: bool = True,
               cells: list[str] | None = None, executor: str = "local", address: str | None = None,
               gpus_per_cell: float | None = None, cpus_per_cell: float = 1, nproc_per_node: int = 1) -> RunSummary:
@@ -79,10 +89,7 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, progress: bool
         cpus_per_cell: CPUs a Ray task reserves.
         nproc_per_node: processes per cell (DistributedDataParallel under torchrun).
     """
-    if executor not in EXECUTORS:
-        raise CxrError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
-    if nproc_per_node < 1:
-        raise CxrError(f"--nproc-per-node {nproc_per_node} must be at least 1")
+    check_run_options(executor, address, gpus_per_cell, nproc_per_node)
     root = cell_dirs(study_dir)
     names = cells if cells is not None else study_cells(study_dir)
     summary = RunSummary()
@@ -100,22 +107,30 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, progress: bool
     if jobs != 1:  # largest first, so that the last cells to finish are short ones (cost ~ R^2)
         pending.sort(key=lambda name: -cell_resolution(root / name))
     paths = [root / name for name in pending]
+    tracker = StudyProgress({path.name: cell_cost(path) for path in paths}, total=len(names),
+                            done=len(summary.skipped), slots=jobs)
+    if pending:
+        log.info(f"running {len(pending)} cells ({executor}" + (f", {jobs} at a time" if jobs else "") + ")")
     if executor == "ray":
         outcomes = ray_outcomes(paths, jobs=jobs, address=address, gpus_per_cell=gpus_per_cell,
                                 cpus_per_cell=cpus_per_cell, nproc_per_node=nproc_per_node)
     else:
         outcomes = local_outcomes(paths, jobs, nproc_per_node)
-    bar = tqdm(total=len(pending), unit="cell", desc="cells", disable=None if progress and pending else True,
-               dynamic_ncols=True)
+    # a live bar on a terminal only; the lines below reach logs and pipes too
+    bar = progress_bar(total=len(pending), unit="cell", desc="cells", enabled=progress and bool(pending),
+                       dynamic_ncols=True)
     try:
         for outcome in outcomes:
             getattr(summary, outcome.status).append(outcome.name)
+            tracker.finish(outcome.name, ok=outcome.status == "finished")
             if outcome.status == "finished":
-                bar.write(f"done    {outcome.name}: {outcome.result}")
+                log.info(f"{tracker.status()}  done    {outcome.name}: {outcome.result}")
             elif outcome.status == "failed":
-                bar.write(f"FAILED  {outcome.name} (exit {outcome.returncode}); log: {outcome.log}")
+                log.info(f"{tracker.status()}  FAILED  {outcome.name} (exit {outcome.returncode}); log: {outcome.log}")
             elif outcome.status == "busy":
-                bar.write(f"busy    {outcome.name}: another process is running it")
+                log.info(f"{tracker.status()}  busy    {outcome.name}: another process is running it")
+            else:
+                log.info(f"{tracker.status()}  skipped {outcome.name}: finished by another run meanwhile")
             bar.update()
     finally:
         outcomes.close()
@@ -125,5 +140,5 @@ def run_cells(study_dir: str | os.PathLike, jobs: int | None = 1, progress: bool
         parts.append(f"{len(summary.failed)} failed")
     if summary.busy:
         parts.append(f"{len(summary.busy)} running elsewhere")
-    log.info("cells: " + ", ".join(parts))
+    log.info("cells: " + ", ".join(parts) + (f" in {format_duration(tracker.elapsed)}" if pending else ""))
     return summary

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-from tqdm import tqdm
 
 from monai_cxr.data.phantom import findings as pf
 from monai_cxr.data.phantom.anatomy import (
@@ -36,6 +35,7 @@ from monai_cxr.data.phantom.anatomy import (
 )
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import atomic_write, write_text
+from monai_cxr.progress import progress_bar
 
 LABELS = pf.FINDINGS
 NO_FINDING = "No Finding"
@@ -226,7 +226,7 @@ def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevale
     jobs = [(group, size, seed, str(image_dir)) for group in by_patient.values()]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     records = []
-    bar = tqdm(total=len(specs), unit="img", desc="synth", disable=None)  # shown on a terminal only
+    bar = progress_bar(total=len(specs), unit="img", desc="synth")  # shown on a terminal only
     if workers <= 1:
         with _one_blas_thread():
             for job in jobs:
