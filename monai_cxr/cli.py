@@ -56,6 +56,19 @@ def _int_list(ctx, param, value):
     return sorted(set(out))
 
 
+def _batch_size(ctx, param, value):
+    """A whole number >= 2, or ``auto``."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number or auto") from None
+    if number < 2:
+        raise click.BadParameter(f"{number} is too small; batch normalisation needs at least 2")
+    return number
+
+
 def _str_list(ctx, param, value):
     """Parse 'a,b' (or, for a repeatable option, each of its values) into a list of names in order."""
     if value is None:
@@ -155,8 +168,14 @@ OPTIONS: dict[str, tuple] = {
                   help="Comma-separated training seeds, one cell each (the report pools them)."),
     "epochs": _opt("--epochs", type=click.IntRange(min=1), default=GRID["epochs"],
                    help="Training epochs per cell (subsample epochs when --subsample > 0)."),
-    "batch_size": _opt("--batch-size", type=click.IntRange(min=2), default=GRID["batch_size"],
-                       help="Training batch size (the same for every cell)."),
+    "batch_size": _opt("--batch-size", callback=_batch_size, default=str(GRID["batch_size"]),
+                       help="Training batch size of every cell, or auto: per architecture and resolution, the "
+                            "largest that fits --memory-budget (higher resolution, smaller batch)."),
+    "memory_budget": _opt("--memory-budget", default=None, show_default="none",
+                          help="--batch-size auto: memory a training step may use, e.g. 16GiB, 80GB."),
+    "probe_table": _opt("--probe-table", type=click.Path(dir_okay=False, exists=True), default=None,
+                        show_default="none", help="--batch-size auto: a `monai-cxr probe --out` table made on the "
+                                                  "training device (else generate measures here)."),
     "subsample": _opt("--subsample", type=click.IntRange(min=0), default=GRID["subsample"],
                       help="Training images per (subsample) epoch; 0 for full epochs."),
     "balanced": _opt("--balanced/--unbalanced", default=GRID["balanced"],
@@ -210,7 +229,8 @@ ALIASES = {"lr": "learning_rate", "num_workers": "loader_workers"}
 
 DATA_OPTIONS = ("dataset", "data_dir", "split", "val_fraction", "test_fraction", "seed", "view", "uncertain", "table", "path_col",
                 "patient_col", "label_cols", "view_col", "id_col", "drop_missing", "square", "workers")
-GRID_OPTIONS = ("labels", "resolutions", "archs", "seeds", "epochs", "batch_size", "subsample", "balanced",
+GRID_OPTIONS = ("labels", "resolutions", "archs", "seeds", "epochs", "batch_size", "memory_budget", "probe_table",
+                "subsample", "balanced",
                 "learning_rate", "lr", "weight_decay", "augment_prob", "val_interval", "loader_workers",
                 "num_workers", "amp", "channels_last", "cudnn_benchmark", "pin_memory", "initial_weights")
 RUN_OPTIONS = ("jobs", "executor", "address", "gpus_per_cell", "cpus_per_cell", "nproc_per_node")
@@ -392,7 +412,12 @@ def generate(ctx, study_dir, force, **values):
     from monai_cxr.grid.generate import generate as run_generate
 
     given, defaults = _given(ctx, values)
-    run_generate(study_dir, GridSettings(**{**defaults, **given}), force=force)
+    settings = GridSettings(**{**defaults, **given})
+    if settings.batch_size == "auto":
+        from monai_cxr.grid.probe import resolve_batch_sizes
+
+        settings = resolve_batch_sizes(settings)
+    run_generate(study_dir, settings, force=force)
 
 
 @cli.command("run")

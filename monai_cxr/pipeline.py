@@ -22,7 +22,8 @@ from monai_cxr.grid.cells import cells
 from monai_cxr.grid.generate import cell_dirs, generate
 from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION
 from monai_cxr.grid.presets import PRESETS, Preset
-from monai_cxr.grid.settings import GridSettings
+from monai_cxr.grid.probe import resolve_batch_sizes
+from monai_cxr.grid.settings import DERIVED, GridSettings
 from monai_cxr.progress import format_duration
 from monai_cxr.report import make_report
 from monai_cxr.run import executor
@@ -79,10 +80,7 @@ def _check_grid(grid: GridSettings) -> None:
         too_small = [r for r in grid.resolutions if r < MIN_RESOLUTION[arch]]
         if too_small:
             raise CxrError(f"resolution {too_small[0]} is below the {MIN_RESOLUTION[arch]} px that {arch} accepts")
-    if grid.batch_size < 2:
-        raise CxrError(f"batch size {grid.batch_size} is too small; batch normalisation needs at least 2")
-    if 0 < grid.subsample < grid.batch_size:
-        raise CxrError(f"subsample {grid.subsample} is smaller than the batch size {grid.batch_size}")
+    grid.check()
     cells(grid.labels, grid.resolutions, grid.archs, grid.seeds)  # refuses colliding label folders
 
 
@@ -179,7 +177,7 @@ def describe(plan: StudyPlan) -> list[str]:
         shown.update(asdict(plan.data["table"]))
     if plan.data.get("dataset") != "chexpert":
         shown.pop("uncertain", None)
-    shown.update(asdict(grid))
+    shown.update({k: v for k, v in asdict(grid).items() if k not in DERIVED})
     shown.update({"executor": "local", **plan.run})
     if shown["executor"] == "local":
         shown = {k: v for k, v in shown.items() if k not in RAY_ONLY}
@@ -250,7 +248,7 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, settings: di
             log.info(synthesize(data_dir, **{**p.phantom, **({"workers": workers} if workers else {})}, force=True))
     prepare(data_dir=data_dir, study_dir=study_dir, resolutions=plan.grid.resolutions, progress=progress,
             **plan.data)
-    generate(study_dir, plan.grid, force=force)
+    generate(study_dir, resolve_batch_sizes(plan.grid), force=force)
     update_study(study_dir, study={"preset": p.name, "given": plan.given, "run": plan.run})
     summary = executor.run_cells(study_dir, progress=progress, **plan.run)
     names = summary.finished + summary.skipped

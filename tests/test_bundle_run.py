@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -27,18 +28,20 @@ def test_properties_of_monais_train_and_infer_workflows_are_all_there(tmp_path, 
 
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12)
     (cell,) = generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    # train: the study's data; infer: the image files to score (inference/images by default)
+    dataset_dirs = {"train": study / "data", "infer": cell / "inference" / "images"}
     monkeypatch.chdir(cell)  # bundle_root "." is the cell folder
     for files, kind in (("configs/train.json", "train"), ("configs/inference.json", "infer")):
         workflow = ConfigWorkflow(config_file=files, workflow_type=kind)
         workflow.initialize()
         assert workflow.check_properties() == [], files
-        assert os.path.samefile(workflow.dataset_dir, study / "data")
+        assert Path(os.path.abspath(workflow.dataset_dir)).resolve() == dataset_dirs[kind].resolve()
     monkeypatch.chdir(tmp_path)  # elsewhere, with the cell's values: bundle_root given
-    for names, kind in ((["train.json", "override.json"], "train"), (["inference.json", "override.json"], "infer")):
+    for names, kind in ((["train.json", "override.json"], "train"), (["inference.json"], "infer")):
         workflow = ConfigWorkflow(config_file=configs(cell, *names), workflow_type=kind, bundle_root=str(cell))
         workflow.initialize()
         assert workflow.check_properties() == [], names
-        assert os.path.samefile(workflow.dataset_dir, study / "data")
+        assert Path(os.path.abspath(workflow.dataset_dir)).resolve() == dataset_dirs[kind].resolve()
 
 
 def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_path):

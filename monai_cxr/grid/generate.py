@@ -101,10 +101,7 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
             have = ", ".join(map(str, cached)) or "none"
             raise CxrError(f"resolution {r} is not in the cache (cached: {have}); "
                            f"rerun `monai-cxr prepare` with it in --resolutions")
-    if settings.batch_size < 2:
-        raise CxrError(f"batch size {settings.batch_size} is too small; batch normalisation needs at least 2")
-    if 0 < settings.subsample < settings.batch_size:
-        raise CxrError(f"subsample {settings.subsample} is smaller than the batch size {settings.batch_size}")
+    settings.check()
     if settings.epochs < 1:
         raise CxrError(f"epochs {settings.epochs} must be at least 1")
     for fold, name in (("train", "training"), ("val", "validation")):
@@ -141,6 +138,7 @@ def override(cell: Cell, settings: GridSettings, square: str = "pad") -> dict:
     """
     init = {"source": "file", "path": settings.initial_weights} if settings.initial_weights else {"source": "scratch"}
     return {"arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed, **settings.bundle_values(),
+            "batch_size": settings.batch_for(cell.arch, cell.resolution),
             "init": init, "network_def": network_def(cell.arch), "square": square}
 
 

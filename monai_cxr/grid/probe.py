@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import weakref
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +39,7 @@ from torch.utils._pytree import tree_flatten
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv
 from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
+from monai_cxr.grid.settings import GridSettings
 
 __all__ = ["MIN_BATCH", "ProbeResult", "auto_batch_sizes", "batch_for_budget", "measure", "parse_size",
            "probe_table", "read_probe_csv"]
@@ -241,6 +242,26 @@ def auto_batch_sizes(archs, resolutions, budget_bytes: int, device=None, cap: in
                 raise CxrError(f"the probe table has no row for {a} at {r} px; run `monai-cxr probe` for it")
             sizes[(a, int(r))] = batch_for_budget(by_key[(a, int(r))], budget_bytes, cap=cap, multiple=multiple)
     return sizes
+
+
+def resolve_batch_sizes(settings: GridSettings, device=None) -> GridSettings:
+    """``settings`` with ``batch_sizes`` filled in for ``--batch-size auto`` (unchanged otherwise).
+
+    From ``settings.probe_table`` (a ``probe --out`` table made on the training device) when
+    given, else measured here; the budget is ``settings.memory_budget``, or the table's own.
+    """
+    if settings.batch_size != "auto":
+        return settings
+    settings.check()
+    results = read_probe_csv(settings.probe_table) if settings.probe_table else None
+    budget = parse_size(settings.memory_budget) if settings.memory_budget else None
+    if results is None and budget is None:
+        raise CxrError("--batch-size auto without --probe-table needs --memory-budget")
+    sizes = auto_batch_sizes(settings.archs, settings.resolutions, budget, device=device, results=results)
+    chosen = {f"{arch}@{resolution}": batch for (arch, resolution), batch in sorted(sizes.items())}
+    log.info("batch sizes for the memory budget: " + ", ".join(f"{k.replace('@', ' ')} px: {v}"
+                                                                 for k, v in chosen.items()))
+    return replace(settings, batch_sizes=chosen)
 
 
 def read_probe_csv(path) -> list[ProbeResult]:
