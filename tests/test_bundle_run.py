@@ -2,14 +2,17 @@
 
 import json
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_GRID, make_hand_study
+from PIL import Image
 
+from monai_cxr.data.cache import open_cache
 from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.stats import delong
 
@@ -114,12 +117,20 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     metrics = dict(line.split(",") for line in (cell / "eval" / "metrics.csv").read_text().splitlines())
     assert float(metrics["val_auc"]) == pytest.approx(run["best_val_auc"])
 
-    infer = ConfigWorkflow(config_file=configs(cell, "inference.json", "override.json"), workflow_type="infer",
-                           bundle_root=str(cell))
+    # inference.json (standing alone) scores the val images given as files as validation scored their cache rows
+    # (this hand-made study has no source files: its 16 px cache rows, written as PNG, are the images)
+    rows = pd.read_csv(study / "data" / "index.csv", dtype=str).reset_index().set_index("image_id")["index"]
+    cache = open_cache(study / "data" / "cache", 16)
+    files = tmp_path / "val files"
+    files.mkdir()
+    for n, image_id in enumerate(val["image_id"]):
+        Image.fromarray(np.asarray(cache[int(rows[image_id])])).save(files / f"{n:03d}.png")
+    infer = ConfigWorkflow(config_file=str(cell / "configs" / "inference.json"), workflow_type="infer",
+                           bundle_root=str(cell), dataset_dir=str(files))
     infer.initialize()
     infer.run()
-    inferred = pd.read_csv(cell / "eval" / "inference.csv", dtype={"image_id": str, "patient_id": str})
-    assert inferred["score"].to_numpy() == pytest.approx(predictions["score"].to_numpy(), abs=1e-5)
+    inferred = pd.read_csv(cell / "inference" / "scores.csv").sort_values("image")
+    assert inferred["score"].to_numpy() == pytest.approx(val["score"].to_numpy(), abs=1e-5)
 
     train = configs(cell, "train.json", "override.json")
     verify_net_in_out(net_id="network_def", meta_file=str(cell / "configs" / "metadata.json"), config_file=train,
