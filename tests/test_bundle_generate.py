@@ -140,11 +140,22 @@ def test_a_study_path_with_hash_is_fine_but_initial_weights_with_hash_are_refuse
 def test_one_class_validation_fold_is_refused(tmp_path):
     # every val image (patients 0, 4, 8, 12) negative, the train fold mixed
     study = make_hand_study(tmp_path / "s", {"Rare": lambda i: (i // 2) % 4 != 0 and i % 2 == 0})
-    with pytest.raises(CxrError, match="label 'Rare' has no positive images in the validation fold"):
+    with pytest.raises(CxrError, match=r"label 'Rare' has 0 positive and \d+ negative images in the validation fold"):
         generate(study, settings(labels=["Rare"], resolutions=[16]))
     # one positive in the val fold (image 0): an AUC, but no DeLong SE
     study = make_hand_study(tmp_path / "t", {"Rare": lambda i: i == 0 or ((i // 2) % 4 != 0 and i % 2 == 0)})
     with pytest.raises(CxrError, match="1 positive and 7 negative images in the validation fold"):
+        generate(study, settings(labels=["Rare"], resolutions=[16]))
+
+
+def test_one_class_test_fold_is_refused(tmp_path):
+    # the val patients (0, 4, 8, 12) become the test fold: all negative
+    study = make_hand_study(tmp_path / "s", {"Rare": lambda i: (i // 2) % 4 != 0 and i % 2 == 0})
+    split = pd.read_csv(study / "data" / "split.csv", dtype=str)
+    split.loc[split["fold"] == "val", "fold"] = "test"
+    split.loc[split["patient_id"].isin(["pat001", "pat002", "pat005", "pat006"]), "fold"] = "val"
+    split.to_csv(study / "data" / "split.csv", index=False)
+    with pytest.raises(CxrError, match=r"label 'Rare' has 0 positive and \d+ negative images in the test fold"):
         generate(study, settings(labels=["Rare"], resolutions=[16]))
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from monai_cxr.cell.datalist import build
 from monai_cxr.data.cache import complete_resolutions
-from monai_cxr.data.labels import label_columns, resolve_label
+from monai_cxr.data.labels import fold_counts, label_columns, resolve_label
 from monai_cxr.errors import CxrError, shown
 from monai_cxr.fileio import write_text
 from monai_cxr.grid.cells import Cell, cells
@@ -104,20 +104,21 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
     settings.check()
     if settings.epochs < 1:
         raise CxrError(f"epochs {settings.epochs} must be at least 1")
-    for fold, name in (("train", "training"), ("val", "validation")):
-        rows = (split["fold"] == fold).to_numpy()
-        if not rows.any():
-            raise CxrError(f"the {name} fold is empty; rerun prepare with more images")
-        for label in settings.labels:
-            values = index.loc[rows, label].to_numpy()  # 1, 0, or -1 = unknown (left out)
-            positives, negatives = int((values == 1).sum()), int((values == 0).sum())
-            if min(positives, negatives) == 0:
+    names = {"train": "training", "val": "validation", "test": "test"}
+    folds = set(split["fold"])
+    for fold in ("train", "val"):
+        if fold not in folds:
+            raise CxrError(f"the {names[fold]} fold is empty; rerun prepare with more images")
+    for label in settings.labels:
+        counts = fold_counts(index, split, label)  # (positives, negatives); unknown (-1) images left out
+        for fold, (positives, negatives) in counts.items():
+            if fold == "train" and min(positives, negatives) == 0:
                 kind = "no positive" if positives == 0 else "no negative"
-                raise CxrError(f"label {label!r} has {kind} images in the {name} fold "
-                               f"({positives} positive, {negatives} negative); its AUC is undefined")
-            if fold == "val" and min(positives, negatives) < 2:
+                raise CxrError(f"label {label!r} has {kind} images in the training fold "
+                               f"({positives} positive, {negatives} negative); it cannot be learnt")
+            if fold in ("val", "test") and min(positives, negatives) < 2:
                 raise CxrError(f"label {label!r} has {positives} positive and {negatives} negative images in the "
-                               f"validation fold; the DeLong SE needs at least 2 of each")
+                               f"{names[fold]} fold; its AUC and DeLong SE need at least 2 of each")
     weights = settings.initial_weights
     if weights is not None and not Path(weights).is_file():
         raise CxrError(f"initial weights file {weights!r} not found")
