@@ -77,7 +77,7 @@ def test_random_streams_of_the_process_and_of_nested_random_transforms_are_resto
     loader = DataLoader(Dataset([{"image": np.ones((1, 8, 8), np.float32)}] * 4, transform), batch_size=2,
                         generator=torch.Generator().manual_seed(1))
     streams = RandomStates(loader)
-    assert len(streams._owned()) >= 5  # each transform, the affine's own generators, the loader's
+    assert len(streams.owned()) >= 5  # each transform, the affine's own generators, the loader's
 
     def draw():
         batches = [batch["image"] for batch in loader]
@@ -89,3 +89,26 @@ def test_random_streams_of_the_process_and_of_nested_random_transforms_are_resto
     streams.load_state_dict(state)
     again = draw()
     assert torch.equal(again[0], first[0]) and again[1:3] == first[1:3] and torch.equal(again[3], first[3])
+
+
+def test_a_checkpoint_of_other_settings_is_discarded_and_one_of_the_same_goes_on(tmp_path, log_lines):
+    from ignite.engine import Engine
+
+    from monai_cxr.cell.resume import ResumeCheckpoint
+
+    def run(settings, best=(0.5, 1)):
+        network = torch.nn.Linear(2, 1)
+        trainer = Engine(lambda engine, batch: network.bias.data.add_(1.0))
+        evaluator, scorer = Engine(lambda engine, batch: None), Engine(lambda engine, batch: None)
+        evaluator.state.best_metric, evaluator.state.best_metric_epoch = best
+        ResumeCheckpoint(str(tmp_path), {"network": network}, evaluator, scorer, settings=settings).attach(trainer)
+        trainer.run([0, 1], max_epochs=settings["epochs"])
+        return network.bias.item(), trainer.state.iteration, evaluator.state.best_metric_epoch
+
+    run({"epochs": 1, "seed": 0})
+    assert resume_file(tmp_path).is_file()  # kept: the scorer never completed
+    _, iterations, _ = run({"epochs": 2, "seed": 0}, best=(0.7, 2))  # other settings: from epoch 0
+    assert iterations == 4 and "discarding models/" in log_lines[-1] and "other settings (epochs)" in log_lines[-1]
+    bias = torch.load(resume_file(tmp_path), weights_only=True)["objects"]["network"]["bias"].item()
+    assert run({"epochs": 2, "seed": 0}, best=(0.0, -1)) == (bias, 4, 2)  # the same settings: nothing left to train
+    assert log_lines[-1] == f"resuming from epoch 2 of 2 (models/{resume_file(tmp_path).name})"

@@ -87,7 +87,8 @@ class RandomStates:
     def __init__(self, *roots) -> None:
         self.roots = roots
 
-    def _owned(self) -> list:
+    def owned(self) -> list:
+        """The generators found from ``roots``, in a fixed order."""
         found: list = []
         seen: set = set()
         for root in self.roots:
@@ -100,11 +101,11 @@ class RandomStates:
             "numpy": _mt19937(np.random.get_state(legacy=False)),  # noqa: NPY002 - the global stream is used
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            "owned": [_get(g) for g in self._owned()],
+            "owned": [_get(g) for g in self.owned()],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        owned = self._owned()
+        owned = self.owned()
         if len(owned) != len(state["owned"]):
             raise RuntimeError(f"the resume checkpoint holds {len(state['owned'])} random streams of the data path, "
                                f"this run has {len(owned)}")
@@ -203,6 +204,7 @@ class ResumeCheckpoint:
         self.evaluator, self.scorer = evaluator, scorer
         self.objects = {name: _KeyMetricSaver(obj) if hasattr(obj, "_key_metric_checkpoint") else obj
                         for name, obj in objects.items() if obj is not None}
+        self.off = {name for name, obj in objects.items() if obj is None}  # rank 0's only: loaded there
         for name, obj in self.objects.items():
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
                 raise TypeError(f"resume object {name!r} ({type(obj).__name__}) has no state_dict/load_state_dict")
@@ -229,13 +231,13 @@ class ResumeCheckpoint:
 
     def _discard(self, path: Path, why: str) -> None:
         if self.rank == 0:
-            log.info(f"discarding models/{path.name}: {why}" + ("; training starts from epoch 0" if path == self.path
-                                                                else ""))
+            start = "; training starts from epoch 0" if path == self.path else ""
+            log.info(f"discarding models/{path.name}: {why}{start}")
             path.unlink(missing_ok=True)
 
     def _why_not(self, checkpoint: dict) -> str | None:
         """Why ``checkpoint`` must not be resumed, or None."""
-        if checkpoint.get("fingerprint") != self.fingerprint:
+        if not isinstance(checkpoint, dict) or checkpoint.get("fingerprint") != self.fingerprint:
             return "it was written for other configs, data or number of processes"
         if checkpoint.get("settings") != self.settings:
             changed = sorted(k for k in {**checkpoint.get("settings", {}), **self.settings}
@@ -244,7 +246,9 @@ class ResumeCheckpoint:
         missing = [name for name in checkpoint.get("files", []) if not (self.bundle_root / name).is_file()]
         if missing:
             return f"the checkpoint it selected, {missing[0]}, is missing"
-        if sorted(checkpoint["objects"]) != sorted(self._stateful()):
+        streams = checkpoint.get("random", [])
+        if (set(checkpoint.get("objects", {})) - self.off != set(self._stateful()) or len(streams) != self.world_size
+                or len(streams[self.rank]["owned"]) != len(self.random.owned())):
             return "it holds other parts of the training state than this run has"
         return None
 
