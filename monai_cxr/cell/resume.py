@@ -171,8 +171,8 @@ class ResumeCheckpoint:
     writes ``models/resume-<fingerprint>.pt`` atomically: the trainer's epoch and iteration,
     ``objects`` (network, optimiser, learning-rate schedule, the key-metric ``CheckpointSaver``
     and the ``RunRecorder``: anything with ``state_dict``), the evaluator's best metric and
-    epoch, the sampler, the AMP grad scaler and every rank's random streams
-    (:class:`RandomStates`). The file is removed once the run has finished (``run.json`` is
+    epoch, the sampler and ``prepare_batch`` (where they have ``state_dict``), the AMP grad
+    scaler and every rank's random streams (:class:`RandomStates`). The file is removed once the run has finished (``run.json`` is
     written): a finished cell is never resumed.
 
     When the trainer starts and the file exists, it is loaded and training goes on at the next
@@ -220,11 +220,14 @@ class ResumeCheckpoint:
         (self.scorer or engine).add_event_handler(Events.COMPLETED, self.finished)
 
     def _stateful(self) -> dict:
-        """The objects saved, by name: those given plus the trainer, its sampler and grad scaler."""
+        """The objects saved, by name: those given plus the trainer, its grad scaler and, where they have a
+        ``state_dict``, its sampler and ``prepare_batch`` (device-side augmentation with its own generator)."""
         out = {"trainer": self.trainer, **self.objects}
-        sampler = getattr(getattr(self.trainer, "data_loader", None), "sampler", None)
-        if hasattr(sampler, "state_dict") and hasattr(sampler, "load_state_dict"):
-            out["sampler"] = sampler
+        parts = {"sampler": getattr(getattr(self.trainer, "data_loader", None), "sampler", None),
+                 "prepare_batch": getattr(self.trainer, "prepare_batch", None)}
+        for name, part in parts.items():
+            if hasattr(part, "state_dict") and hasattr(part, "load_state_dict"):
+                out[name] = part
         if getattr(self.trainer, "scaler", None) is not None:
             out["scaler"] = self.trainer.scaler
         return out
