@@ -9,6 +9,8 @@ never reported as current:
   of the cell's generated files>}``; the bundle's run record copies it into ``run.json["inputs"]``.
 - ``run`` refuses, and the report leaves out, a cell whose inputs no longer match
   (:func:`stale_reason`).
+- a run's resume checkpoint is named by :func:`resume_fingerprint` of what the cell trains
+  with (:func:`resume_file`), so a killed cell resumes only under the settings that wrote it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
     fcntl = None
 
-__all__ = ["INPUTS", "data_fingerprint", "load_study", "lock_cell", "package_versions", "read_inputs",
-           "stale_reason", "study_path", "update_study"]
+__all__ = ["INPUTS", "RESUME_FILES", "data_fingerprint", "load_study", "lock_cell", "package_versions", "read_inputs",
+           "resume_file", "resume_fingerprint", "stale_reason", "study_path", "update_study"]
 
 PACKAGES = ("monai-cxr", "monai", "torch", "pytorch-ignite", "numpy", "pandas", "scipy",
             "scikit-learn", "pillow", "nibabel")
@@ -163,6 +165,25 @@ def stale_reason(study_dir: str | Path, cell_dir: str | Path) -> str | None:
         return ("it was generated from other data (prepare ran since); run `monai-cxr generate` "
                 "(--force for finished cells) and `monai-cxr run` again")
     return None
+
+
+# The cell's files that decide how it trains (documents, evaluate.json and inference.json do not).
+RESUME_FILES = ("configs/train.json", "configs/override.json", "configs/multi_gpu_train.json", "datalist.json", INPUTS)
+
+
+def resume_fingerprint(cell_dir: str | Path, world_size: int = 1) -> str:
+    """sha256 of what a cell trains with: the files of ``RESUME_FILES`` (their bytes) and the number of processes."""
+    digest = hashlib.sha256(f"world_size\0{int(world_size)}\0".encode())
+    for name in RESUME_FILES:
+        path = Path(cell_dir) / name
+        data = path.read_bytes() if path.is_file() else b""
+        digest.update(f"{name}\0{int(path.is_file())}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def resume_file(cell_dir: str | Path, world_size: int = 1) -> Path:
+    """``CELL/models/resume-<fingerprint>.pt``: the checkpoint an interrupted run of these settings resumes from."""
+    return Path(cell_dir) / "models" / f"resume-{resume_fingerprint(cell_dir, world_size)[:16]}.pt"
 
 
 # ------------------------------------------------------------------------------ locks

@@ -284,7 +284,9 @@ class RunRecorder:
     training throughput, peak memory, the evaluator's best metric and a copy of the cell's
     ``inputs.json``. It is written last and atomically: a cell is finished exactly when its
     run record exists. With ``readme_file``, the result section of the cell's README gets the
-    AUC first.
+    AUC first. A resumed run loads what the record had counted (``load_state_dict``): times and
+    images then count the epochs kept from before, and ``resumed_from_epoch`` says after which
+    epoch it went on (null for a run from the start).
 
     Args:
         filename: the run record to write.
@@ -320,6 +322,9 @@ class RunRecorder:
         self.loop_seconds = 0.0
         self.epoch_rates: list[float | None] = []
         self.trained: dict = {}
+        self.epoch = 0
+        self.earlier_seconds = 0.0  # training time of the runs this one resumed
+        self.resumed_from_epoch: int | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -340,6 +345,19 @@ class RunRecorder:
     def _started(self, engine: Engine) -> None:
         self.start = time.perf_counter()
 
+    def state_dict(self) -> dict:
+        """What the record has counted so far (for a resume checkpoint, saved after an epoch)."""
+        return {"epoch": self.epoch, "images": self.images, "loop_seconds": self.loop_seconds,
+                "epoch_rates": list(self.epoch_rates), "best_metrics": dict(self.best_metrics),
+                "seconds": self.earlier_seconds + time.perf_counter() - self.start}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on counting from a resume checkpoint's ``state_dict``."""
+        self.epoch = self.resumed_from_epoch = int(state["epoch"])
+        self.images, self.loop_seconds = int(state["images"]), float(state["loop_seconds"])
+        self.epoch_rates, self.best_metrics = list(state["epoch_rates"]), dict(state["best_metrics"])
+        self.earlier_seconds = float(state["seconds"])
+
     def _epoch_started(self, engine: Engine) -> None:
         self.epoch_start = self.last_iteration = time.perf_counter()
         self.epoch_images = self.images
@@ -353,6 +371,7 @@ class RunRecorder:
         seconds = self.last_iteration - self.epoch_start
         self.loop_seconds += seconds
         self.epoch_rates.append(round((self.images - self.epoch_images) / seconds, 2) if seconds > 0 else None)
+        self.epoch = int(engine.state.epoch)
 
     def _completed(self, engine: Engine) -> None:
         self.end = time.perf_counter()
@@ -387,7 +406,7 @@ class RunRecorder:
             **self.record,
             **self.trained,
             "train_images": self.images,
-            "train_seconds": round(self.end - self.start, 3),
+            "train_seconds": round(self.earlier_seconds + self.end - self.start, 3),
             "train_loop_seconds": round(self.loop_seconds, 3),
             "score_seconds": round(now - self.end, 3),
             "images_per_s": round(self.images / self.loop_seconds, 2) if self.loop_seconds > 0 else None,
@@ -402,6 +421,7 @@ class RunRecorder:
             "torch_threads": torch.get_num_threads(),
             "host": platform.node(),
             "inputs": inputs,
+            "resumed_from_epoch": self.resumed_from_epoch,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if device.type == "cuda":

@@ -18,7 +18,8 @@ class SubsampleSampler(Sampler[int]):
     epoch is ``num_samples`` images drawn at random from the training fold, half positive and
     half negative when ``balanced`` (each class without replacement when it has enough images,
     with replacement otherwise). ``num_samples=0`` gives ordinary full epochs. Epoch ``e`` uses
-    the random stream seeded by ``(seed, e)``, so a run is reproducible.
+    the random stream seeded by ``(seed, e)``, so a run is reproducible, and its state is the
+    count of epochs drawn (``state_dict``, for a resumed run).
 
     Under ``DistributedDataParallel`` every rank draws the same epoch (same seed) and takes
     the disjoint share ``rank::num_replicas`` of it, cut to an equal length so that every rank
@@ -72,6 +73,12 @@ class SubsampleSampler(Sampler[int]):
             rng.choice(neg, n_neg, replace=len(neg) < n_neg),
         ])
         return rng.permutation(picked)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
 
     def __iter__(self) -> Iterator[int]:
         indices = self.draw(self.epoch)[self.rank::self.num_replicas][:len(self)]

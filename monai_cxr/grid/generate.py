@@ -59,6 +59,9 @@ OVERRIDE = "configs/override.json"
 DOCUMENTS = ("configs/metadata.json", "docs/README.md", "docs/data_license.txt", "LICENSE")
 # Files written by a run; removed when a cell has to be run again.
 RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
+# What an interrupted run resumes from (models/resume-*.pt beside the checkpoint it selected so far) and
+# goes on writing (its log, TensorBoard events); the rest of its outputs are stale.
+RESUMED = ("models", "logs")
 
 
 def template_dir() -> Path:
@@ -192,9 +195,15 @@ def study_cells(study_dir: str | os.PathLike) -> list[str]:
     return list(grid["cells"])
 
 
-def clear_run_outputs(cell_dir: Path) -> None:
-    """Remove what a run wrote (results, checkpoints, logs), so the cell runs afresh."""
+def clear_run_outputs(cell_dir: Path, resume: bool = False) -> None:
+    """Remove what a run wrote (results, checkpoints, logs), so the cell runs afresh.
+
+    With ``resume`` (an interrupted run of the same settings left a resume checkpoint), ``RESUMED``
+    stays: the run goes on from its checkpoint and appends to its log.
+    """
     for name in RUN_OUTPUTS:
+        if resume and name in RESUMED:
+            continue
         path = cell_dir / name
         if path.is_dir():
             shutil.rmtree(path)

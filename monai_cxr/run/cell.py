@@ -7,6 +7,11 @@ atomically). A cell being run holds a lock on ``CELL/.lock`` (inherited by its p
 runs of one study never run the same cell. A cell with ``nproc_per_node > 1`` runs under
 ``torch.distributed.run`` with the template's ``multi_gpu_train.json`` overlay.
 
+A cell killed while training goes on after its last saved epoch when run again: its resume
+checkpoint (``models/resume-<fingerprint>.pt``, named by what the cell trains with), the
+checkpoint it selected so far and its logs are kept (the log is appended to); its stale
+results go. Leftovers of a run of other settings are all removed.
+
 The command runs under :mod:`monai_cxr.run.guard`: whatever ends the run (Ctrl-C, SIGTERM, a
 SIGKILL of this process, a cancelled Ray task), the cell's processes, torchrun's workers
 included, end with it and release the lock, so a rerun can start at once.
@@ -25,7 +30,7 @@ from pathlib import Path
 from monai_cxr.grid.generate import clear_run_outputs
 from monai_cxr.progress import format_rate
 from monai_cxr.run.guard import GRACE
-from monai_cxr.studydir import lock_cell
+from monai_cxr.studydir import lock_cell, resume_file
 
 __all__ = ["LOG_NAME", "CellOutcome", "bundle_command", "guarded", "lock_cell", "run_cell"]
 
@@ -98,13 +103,14 @@ def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int 
     try:
         if (cell_dir / "run.json").is_file():  # finished by another run meanwhile
             return CellOutcome(cell_dir.name, "skipped", host=host)
-        clear_run_outputs(cell_dir)  # leftovers of an interrupted run
+        resume = resume_file(cell_dir, nproc_per_node).is_file()  # an interrupted run of these settings
+        clear_run_outputs(cell_dir, resume=resume)  # leftovers of an interrupted run, but what it resumes from
         log = cell_dir / LOG_NAME
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(max(1, int(threads))))
         env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(log, "w") as out:
+        with open(log, "a" if resume else "w") as out:
             proc = subprocess.Popen(guarded(bundle_command(cell_dir, nproc_per_node=nproc_per_node)), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cell_dir, env=env,
                                     pass_fds=(fd,))
