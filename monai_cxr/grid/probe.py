@@ -132,9 +132,9 @@ class _LiveBytes(TorchDispatchMode):
 def _step_trace(arch: str, resolution: int, batch: int, device: torch.device) -> tuple[list[int], float]:
     """Tensor bytes alive after each op of a training step at ``batch``, and the step's peak in bytes.
 
-    A first step at a small resolution (16 px, or the smallest the network takes) creates the AdamW state, so the traced step holds it
-    as training does. The peak counts from before the network was built: the CUDA allocator's
-    on CUDA, the traced maximum on a CPU.
+    A first step at a small resolution (16 px, or the smallest the network takes) creates the AdamW
+    state, so the traced step holds it as training does. The peak counts from before the network was
+    built: the CUDA allocator's on CUDA, the traced maximum on a CPU.
     """
     cuda = device.type == "cuda"
     warm = max(16, smallest_input(network_def(arch)))  # a cheap first step (optimiser state, allocator)
