@@ -92,6 +92,8 @@ def _seed_list(ctx, param, value):
 
 def _shown(value) -> str:
     """A default as a user would type it (lists comma-separated, switches on/off)."""
+    if isinstance(value, dict):  # --pretrained's ARCH=PATH pairs; none given reads as no default
+        return ",".join(f"{k}={v}" for k, v in value.items()) if value else _shown(None)
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     if isinstance(value, bool):
