@@ -220,7 +220,7 @@ def auc_table(study_dir, cell_names) -> str:
         if path.is_file():
             run = json.loads(path.read_text())
             se = run.get("best_val_auc_se")
-            label = run["label"] if "label" in run else "multilabel"
+            label = run.get("label", "multilabel")
             lines.append(f"{label:<16} {run['arch']:<12} {run['resolution']:>5} {run['seed']:>4} "
                          f"{run['best_val_auc']:>7.3f} {'' if se is None else f'{se:.3f}':>7}")
     return "\n".join(lines)

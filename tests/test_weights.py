@@ -88,8 +88,9 @@ def test_another_architectures_file_a_missing_one_or_one_for_no_grid_arch_is_ref
     study = make_hand_study(tmp_path / "s", {"Mass": lambda i: i % 2})
     densenet = imagenet_file(tmp_path / "densenet121-a639ec97.pth", _densenet)
     cases = [
-        (["--pretrained", f"resnet34={densenet}"], rf"pretrained weights file {re.escape(str(densenet))} matches "
-                                                   r"\d+ of the network's \d+ backbone tensors.*first mismatches: conv1"),
+        (["--pretrained", f"resnet34={densenet}"],
+         rf"pretrained weights file {re.escape(str(densenet))} matches \d+ of the network's \d+ backbone tensors"
+         r".*first mismatches: conv1"),
         (["--pretrained", f"resnet34={tmp_path / 'absent.pth'}"], "absent.pth for resnet34 not found"),
         (["--pretrained", f"densenet121={densenet}"], "pretrained weights for 'densenet121', which is not an "
                                                       "architecture of the grid"),
