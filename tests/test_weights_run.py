@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import TINY_GRID, make_hand_study
+from PIL import Image
 from test_pretrained import _densenet, _resnet, _torchvision_names
 from test_weights import TINY_NET
 
@@ -91,6 +93,18 @@ def test_a_users_network_and_a_multilabel_cell_run_under_the_stock_runner_and_re
         ("Nodule", "multilabel", "tiny")]
     assert (out / "tensorboard" / "multilabel__tiny__r16__s0" / "mass").is_dir()
     assert json.loads((study / "study.json").read_text())["grid"]["networks"] == {"tiny": TINY_NET}
+
+    # image files scored by the multi-label cell: one row per file and finding
+    from monai_cxr.cell.inference import predict
+
+    files = tmp_path / "files"
+    files.mkdir()
+    for n in range(2):
+        Image.fromarray(np.load(study / "data" / "cache" / "r16.npy")[n]).save(files / f"{n}.png")
+    predict(multi, [str(files)], str(tmp_path / "scores.csv"))
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert scores.columns.tolist() == ["image", "finding", "score"] and len(scores) == 4
+    assert scores["finding"].tolist() == ["Mass", "Nodule", "Mass", "Nodule"]
 
     # MONAI's own check of the network's input and output, as a user runs it from the cell folder
     from monai.bundle import verify_net_in_out
