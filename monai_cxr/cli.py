@@ -485,7 +485,8 @@ def study(ctx, preset, study_dir, dry_run, force, **values):
 @click.option("--cell", required=True, type=click.Path(file_okay=False, exists=True),
               help="A trained cell: STUDY/bundles/<cell>/ (with models/model.pt).")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="FILES_OR_DIRS...")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write: image, score.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="CSV to write: image, score (a multi-label cell: image, finding, score).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, show_default="the cell's",
               help="Images scored at a time.")
 @click.option("--device", default=None, show_default="cuda when available, else cpu", help="cpu or cuda[:N].")
