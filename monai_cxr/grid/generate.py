@@ -349,8 +349,10 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     study_dir = Path(study_dir).resolve()
     if not (study_dir / "study.json").is_file():
         raise CxrError(f"{study_dir / 'study.json'} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
-    if settings.arch_file:  # a copy: the caller's settings (a preset's, say) stay as given
-        settings = replace(settings, arch_file=str(Path(settings.arch_file).expanduser().resolve()))
+    # a copy with absolute paths (study.json records them): the caller's settings (a preset's, say) stay as given
+    settings = replace(settings, pretrained={arch: str(Path(path).expanduser().resolve())
+                                             for arch, path in settings.pretrained.items()},
+                       arch_file=str(Path(settings.arch_file).expanduser().resolve()) if settings.arch_file else None)
     index, split = _load_tables(study_dir)
     data = _current_data(study_dir)
     # a label may be named as any release names it (Effusion / Pleural Effusion): use the column;
