@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_cxr.cell.pretrained import GREY_MEAN, GREY_STD, NORMALIZATIONS
 from monai_cxr.errors import CxrError
 
 __all__ = ["NORMALIZATIONS", "CacheBatchDataset", "DevicePreprocess", "LossAverage", "affine_theta", "affine_warp",
@@ -163,20 +164,13 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return x.div_(torch.where(std > 0, std, torch.ones_like(std)).reshape(shape))
 
 
-# How images reach the network: ``image`` z-scores each image (scratch and chest-X-ray starts); ``imagenet`` is the
-# fixed ``(x / 255 - GREY_MEAN) / GREY_STD`` that an ImageNet stem folded to one grey channel expects
-# (``monai_cxr.cell.pretrained``), as ``(x - shift) / scale`` on the uint8 values.
-NORMALIZATIONS = ("image", "imagenet")
-
-
 def fixed_stats(normalize: str) -> tuple[float, float] | None:
-    """``(shift, scale)`` on uint8 values for a fixed normalisation; None for ``image``; else a one-line error."""
+    """``(shift, scale)`` on uint8 values of a fixed normalisation (:data:`NORMALIZATIONS`): ``imagenet`` is the
+    ``(x / 255 - GREY_MEAN) / GREY_STD`` a folded ImageNet stem expects; None for ``image``; else a one-line error."""
     if normalize not in NORMALIZATIONS:
         raise CxrError(f"normalize {normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
     if normalize == "image":
         return None
-    from monai_cxr.cell.pretrained import GREY_MEAN, GREY_STD
-
     return 255.0 * GREY_MEAN, 255.0 * GREY_STD
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "GREY_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NORMALIZATIONS",
     "build_network",
     "check_pretrained",
     "load_arch_file",
@@ -31,6 +32,10 @@ __all__ = [
     "min_resolution",
     "pretrained_network",
 ]
+
+# How images reach a cell's network (the bundle's ``normalize``): ``image`` z-scores each image (scratch and
+# chest-X-ray starts); ``imagenet`` is the fixed grey input of a folded ImageNet stem (below).
+NORMALIZATIONS = ("image", "imagenet")
 
 # torchvision's ImageNet input statistics (RGB, on x / 255).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

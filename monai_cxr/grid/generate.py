@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_cxr.cell.batches import NORMALIZATIONS
 from monai_cxr.cell.datalist import build, build_multilabel
+from monai_cxr.cell.pretrained import NORMALIZATIONS, check_pretrained
 from monai_cxr.data.cache import complete_resolutions
 from monai_cxr.data.labels import label_columns, resolve_label
 from monai_cxr.errors import CxrError, shown
@@ -172,8 +172,6 @@ def pretrained_starts(settings: GridSettings, defs: dict[str, dict], study_dir: 
         except ValueError:
             in_study = None
         _safe_path(Path(in_study) if in_study else path, f"pretrained weights path for {arch}")
-        from monai_cxr.cell.pretrained import check_pretrained  # torch: only when there is a file to check
-
         record = check_pretrained(network_def(arch, defs), str(path))
         normalize = "imagenet" if record["normalization"] else _source_normalize(path)
         starts[arch] = {"path": str(path), "in_study": in_study, "sha256": record["sha256"], "normalize": normalize}
@@ -283,6 +281,7 @@ def normalise(settings: GridSettings, columns) -> GridSettings:
             labels.append(column)
     if repeated:
         log.info(f"note: labels naming a column already chosen are studied once: {', '.join(repeated)}")
+
     def arch_name(arch):
         return str(arch).strip().lower() if str(arch).strip().lower() in ARCHS else str(arch).strip()
 
