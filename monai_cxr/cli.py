@@ -30,7 +30,7 @@ from monai_cxr.errors import CxrError
 from monai_cxr.fileio import WriteError
 from monai_cxr.grid.networks import ARCHS
 from monai_cxr.grid.presets import PRESETS
-from monai_cxr.grid.settings import AMP_MODES, grid_defaults
+from monai_cxr.grid.settings import AMP_MODES, TASKS, grid_defaults, tasks
 
 PAPER_RESOLUTIONS = "32,64,128,224,256,320,448,512,600"
 
@@ -80,6 +80,16 @@ def _str_list(ctx, param, value):
     return out
 
 
+def _task_list(ctx, param, value):
+    """Parse 'binary', 'multilabel' or 'binary,multilabel'."""
+    if value is None:
+        return None
+    try:
+        return tasks(value)
+    except CxrError as err:
+        raise click.BadParameter(str(err)) from None
+
+
 def _seed_list(ctx, param, value):
     """Parse '0,1,2' into sorted unique non-negative ints."""
     if value is None:
@@ -95,6 +105,8 @@ def _seed_list(ctx, param, value):
 
 def _shown(value) -> str:
     """A default as a user would type it (lists comma-separated, switches on/off)."""
+    if isinstance(value, dict):  # --pretrained's ARCH=PATH pairs; none given reads as no default
+        return ",".join(f"{k}={v}" for k, v in value.items()) if value else _shown(None)
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     if isinstance(value, bool):
@@ -163,7 +175,16 @@ OPTIONS: dict[str, tuple] = {
     "resolutions": _opt("--resolutions", callback=_int_list, default=None,
                         help="Comma-separated square input sizes in pixels."),
     "archs": _opt("--archs", callback=_str_list, default=_shown(GRID["archs"]),
-                  help=f"Comma-separated architectures: {', '.join(ARCHS)}."),
+                  help=f"Comma-separated architectures: {', '.join(ARCHS)}, or names defined in --arch-file."),
+    "arch_file": _opt("--arch-file", type=click.Path(dir_okay=False), default=None, show_default="none",
+                      help="JSON object of your own networks for --archs: name -> MONAI network_def, data only "
+                           "(e.g. {\"effnet\": {\"_target_\": \"EfficientNetBN\", \"model_name\": "
+                           "\"efficientnet-b0\", \"spatial_dims\": 2, \"in_channels\": 1, \"num_classes\": 1}}); "
+                           "the smallest input each takes is measured on the network."),
+    "task": _opt("--task", callback=_task_list, default=_shown(GRID["task"]),
+                 help=f"Comma-separated: {', '.join(TASKS)}. binary: one network per label; multilabel: one network "
+                      "per (arch, resolution, seed) for all --labels (a cell multilabel__ARCH__rR__sSEED); both: "
+                      "side by side in one report."),
     "seeds": _opt("--seeds", callback=_seed_list, default=_shown(GRID["seeds"]),
                   help="Comma-separated training seeds, one cell each (the report pools them)."),
     "epochs": _opt("--epochs", type=click.IntRange(min=1), default=GRID["epochs"],
@@ -198,9 +219,12 @@ OPTIONS: dict[str, tuple] = {
                             help="cuDNN autotuning on a GPU (input shapes are fixed per cell)."),
     "pin_memory": _opt("--pin-memory/--no-pin-memory", default=GRID["pin_memory"],
                        help="Pinned loader memory and non-blocking copies on a GPU."),
-    "initial_weights": _opt("--initial-weights", type=click.Path(dir_okay=False), default=None,
-                            show_default="random initialisation",
-                            help="Local state-dict file to start from (nothing is downloaded)."),
+    "pretrained": _opt("--pretrained", metavar="ARCH=PATH[,ARCH=PATH]", default=None,
+                       show_default="none (from scratch)",
+                       help="Local weights to start each architecture from (nothing is downloaded): torchvision's "
+                            "ImageNet files (resnet34-b627a593.pth, densenet121-a639ec97.pth; inputs then get "
+                            "ImageNet's fixed normalisation) or an earlier cell's STUDY/bundles/CELL/models/model.pt. "
+                            "Refused when fewer than 90% of the network's tensors match."),
     "force": _opt("--force", is_flag=True, default=False,
                   help="Regenerate finished cells whose settings changed (discards their results)."),
     # old names, accepted but not listed
@@ -208,6 +232,8 @@ OPTIONS: dict[str, tuple] = {
                help="Old name of --learning-rate."),
     "num_workers": _opt("--num-workers", type=click.IntRange(min=0), default=None, hidden=True,
                         help="Old name of --loader-workers."),
+    "initial_weights": _opt("--initial-weights", type=click.Path(dir_okay=False), default=None, hidden=True,
+                            help="Old form of --pretrained, for a grid of one architecture."),
     # ------------------------------------------------------------------ run: run, study
     "jobs": _opt("--jobs", type=click.IntRange(min=1), default=None,
                  show_default="local: 1; ray: as many as the cluster fits", help="Cells run at a time."),
@@ -225,14 +251,14 @@ OPTIONS: dict[str, tuple] = {
                                 "(DistributedDataParallel)."),
 }
 # Hidden old names and the settings they set.
-ALIASES = {"lr": "learning_rate", "num_workers": "loader_workers"}
+ALIASES = {"lr": "learning_rate", "num_workers": "loader_workers", "initial_weights": "pretrained"}
 
 DATA_OPTIONS = ("dataset", "data_dir", "split", "val_fraction", "test_fraction", "seed", "view", "uncertain", "table", "path_col",
                 "patient_col", "label_cols", "view_col", "id_col", "drop_missing", "square", "workers")
-GRID_OPTIONS = ("labels", "resolutions", "archs", "seeds", "epochs", "batch_size", "memory_budget", "probe_table",
-                "subsample", "balanced",
-                "learning_rate", "lr", "weight_decay", "augment_prob", "val_interval", "loader_workers",
-                "num_workers", "amp", "channels_last", "cudnn_benchmark", "pin_memory", "initial_weights")
+GRID_OPTIONS = ("labels", "resolutions", "archs", "arch_file", "task", "seeds", "pretrained", "initial_weights",
+                "epochs", "batch_size", "memory_budget", "probe_table", "subsample", "balanced", "learning_rate", "lr", "weight_decay", "augment_prob",
+                "val_interval", "loader_workers", "num_workers", "amp", "channels_last", "cudnn_benchmark",
+                "pin_memory")
 RUN_OPTIONS = ("jobs", "executor", "address", "gpus_per_cell", "cpus_per_cell", "nproc_per_node")
 
 
@@ -407,7 +433,10 @@ def delong_command(csv_file, truth_col, score_cols, level, as_json):
          resolutions={"required": True, "help": "Comma-separated square input sizes in pixels (cached by prepare)."})
 @click.pass_context
 def generate(ctx, study_dir, force, **values):
-    """Write one MONAI bundle per (label x resolution x arch x seed) cell under STUDY/bundles/."""
+    """Write one MONAI bundle per (label x resolution x arch x seed) cell under STUDY/bundles/.
+
+    With --task multilabel: one bundle per (resolution x arch x seed), one network for all labels.
+    """
     from monai_cxr.grid.generate import GridSettings
     from monai_cxr.grid.generate import generate as run_generate
 
@@ -480,7 +509,8 @@ def study(ctx, preset, study_dir, dry_run, force, **values):
 @click.option("--cell", required=True, type=click.Path(file_okay=False, exists=True),
               help="A trained cell: STUDY/bundles/<cell>/ (with models/model.pt).")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="FILES_OR_DIRS...")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write: image, score.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="CSV to write: image, score (a multi-label cell: image, finding, score).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, show_default="the cell's",
               help="Images scored at a time.")
 @click.option("--device", default=None, show_default="cuda when available, else cpu", help="cpu or cuda[:N].")

@@ -19,8 +19,7 @@ from monai_cxr.data.phantom import synthesize
 from monai_cxr.data.prepare import TableOptions, prepare
 from monai_cxr.errors import CxrError
 from monai_cxr.grid.cells import cells
-from monai_cxr.grid.generate import cell_dirs, generate
-from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION
+from monai_cxr.grid.generate import cell_dirs, check_networks, generate
 from monai_cxr.grid.presets import PRESETS, Preset
 from monai_cxr.grid.probe import resolve_batch_sizes
 from monai_cxr.grid.settings import DERIVED, GridSettings
@@ -74,14 +73,13 @@ class StudyPlan:
 
 def _check_grid(grid: GridSettings) -> None:
     """The checks of the grid that need no data (the rest are generate's), so a dry run makes them too."""
-    for arch in grid.archs:
-        if arch not in ARCHS:
-            raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
-        too_small = [r for r in grid.resolutions if r < MIN_RESOLUTION[arch]]
-        if too_small:
-            raise CxrError(f"resolution {too_small[0]} is below the {MIN_RESOLUTION[arch]} px that {arch} accepts")
+    check_networks(grid)
+    for arch, path in grid.pretrained.items():  # before a long prepare; generate loads each file
+        if not Path(path).expanduser().is_file():
+            raise CxrError(f"pretrained weights file {path} for {arch} not found; give a local file "
+                           f"(nothing is downloaded)")
     grid.check()
-    cells(grid.labels, grid.resolutions, grid.archs, grid.seeds)  # refuses colliding label folders
+    cells(grid.labels, grid.resolutions, grid.archs, grid.seeds, grid.task)  # refuses colliding label folders
 
 
 def plan_study(preset: str = "quick", study_dir=None, data_dir=None, settings: dict | None = None,
@@ -136,13 +134,16 @@ def plan_study(preset: str = "quick", study_dir=None, data_dir=None, settings: d
 
 # What None means for the settings that may be None (the stage decides).
 NONE_MEANS = {"split": "the source's default", "view": "the source's default", "uncertain": "ones",
-              "jobs": "as many as the cluster fits", "initial_weights": "none (random initialisation)",
+              "jobs": "as many as the cluster fits", "arch_file": "none (built-in architectures only)",
+              "pretrained": "none (from scratch)",
               "address": "a local Ray", "gpus_per_cell": "--nproc-per-node if the cluster has GPUs, else 0",
               "table": "none", "view_col": "none", "id_col": "the path"}
 RAY_ONLY = ("address", "gpus_per_cell", "cpus_per_cell")
 
 
 def _show(value, name: str = "") -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or NONE_MEANS.get(name, "none")
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
     if isinstance(value, bool):
@@ -163,7 +164,7 @@ def describe(plan: StudyPlan) -> list[str]:
     """The plan as lines: every setting with its source, the cells, and the work they amount to."""
     p, grid = plan.preset, plan.grid
     state = "exists" if plan.study_dir.exists() else "does not exist yet"
-    lines = [f"study {p.name}: {p.description}",
+    lines = [f"study {p.name}: {p.describe(grid)}",
              f"  study_dir        {plan.study_dir} ({state})"]
     if plan.synthesise:
         lines.append(f"  data_dir         the phantom, synthesised into STUDY/phantom "
@@ -185,11 +186,13 @@ def describe(plan: StudyPlan) -> list[str]:
         source = plan.source(name)
         lines.append(f"  {name:<16} {_show(value, name)}" + ("" if source == "default" else f"  ({source})"))
 
-    grid_cells = cells(grid.labels, grid.resolutions, grid.archs, grid.seeds)
+    grid_cells = cells(grid.labels, grid.resolutions, grid.archs, grid.seeds, grid.task)
     finished = sum((cell_dirs(plan.study_dir) / c.name / "run.json").is_file() for c in grid_cells)
-    lines.append(f"cells: {len(grid_cells)} = {len(grid.labels)} labels x {len(grid.resolutions)} resolutions x "
-                 f"{len(grid.archs)} archs x {len(grid.seeds)} seeds" + (f"; {finished} already finished"
-                                                                          if finished else ""))
+    per_arch = f"{len(grid.resolutions)} resolutions x {len(grid.archs)} archs x {len(grid.seeds)} seeds"
+    kinds = ([f"{len(grid.labels)} labels x {per_arch}"] if "binary" in grid.task else []) + \
+        ([f"{per_arch} (multilabel)"] if "multilabel" in grid.task else [])
+    lines.append(f"cells: {len(grid_cells)} = {' + '.join(kinds)}" + (f"; {finished} already finished"
+                                                                      if finished else ""))
     train = _train_fold_size(plan.study_dir)
     per_epoch = grid.subsample or train
     if per_epoch is None:
@@ -215,7 +218,8 @@ def auc_table(study_dir, cell_names) -> str:
         if path.is_file():
             run = json.loads(path.read_text())
             se = run.get("best_val_auc_se")
-            lines.append(f"{run['label']:<16} {run['arch']:<12} {run['resolution']:>5} {run['seed']:>4} "
+            label = run.get("label", "multilabel")
+            lines.append(f"{label:<16} {run['arch']:<12} {run['resolution']:>5} {run['seed']:>4} "
                          f"{run['best_val_auc']:>7.3f} {'' if se is None else f'{se:.3f}':>7}")
     return "\n".join(lines)
 
@@ -237,7 +241,7 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, settings: di
         return 0
     p, study_dir, data_dir = plan.preset, plan.study_dir, plan.data_dir
     start = time.perf_counter()
-    log.info(f"study {p.name}: {p.description} -> {study_dir}")
+    log.info(f"study {p.name}: {p.describe(plan.grid)} -> {study_dir}")
     if plan.given:
         log.info("options over the preset: " + ", ".join(f"{k}={_show(v, k)}" for k, v in sorted(
             {**plan.data, **asdict(plan.grid), **plan.run}.items()) if k in plan.given))

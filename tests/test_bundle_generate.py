@@ -35,7 +35,8 @@ def test_one_bundle_per_cell_the_template_plus_an_override(study_copy):
                                                          "batch_size", "num_workers"}
     override = json.loads((cell / "configs" / "override.json").read_text())
     assert (override["resolution"], override["seed"], override["epochs"], override["batch_size"]) == (32, 1, 2, 4)
-    assert override["network_def"] == network_def("resnet34") and override["init"] == {"source": "scratch"}
+    assert override["network_def"] == network_def("resnet34")
+    assert (override["pretrained"], override["normalize"]) == (None, "image")
     # paths are relative to the cell: nothing names where the study lives
     for path in cell.rglob("*"):
         if path.is_file():
@@ -127,14 +128,14 @@ def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
-def test_a_study_path_with_hash_is_fine_but_initial_weights_with_hash_are_refused(tmp_path):
+def test_a_study_path_with_hash_is_fine_but_pretrained_weights_with_hash_are_refused(tmp_path):
     study = make_hand_study(tmp_path / "a#b", {"Mass": None})
     (cell,) = generate(study, settings(resolutions=[16]))
     assert "#" not in (cell / "configs" / "override.json").read_text()
     weights = tmp_path / "w#1.pt"
     weights.write_bytes(b"")
     with pytest.raises(CxrError, match="contains '#'"):
-        generate(study, settings(resolutions=[16], initial_weights=str(weights)))
+        generate(study, settings(resolutions=[16], pretrained={"resnet34": str(weights)}))
 
 
 def test_one_class_validation_fold_is_refused(tmp_path):

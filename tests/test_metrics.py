@@ -48,9 +48,28 @@ def test_nothing_accumulated_is_a_clear_error():
         DeLongAUCMetric().aggregate()
 
 
-def test_multi_column_prediction_is_rejected():
-    with pytest.raises(ValueError, match=r"binary: y_pred must have shape \(B,\) or \(B, 1\), got \(4, 2\)"):
-        DeLongAUCMetric()(y_pred=torch.rand(4, 2), y=torch.ones(4))
+def test_prediction_and_truth_of_other_shapes_are_rejected():
+    metric = DeLongAUCMetric()
+    metric(y_pred=torch.rand(4, 2), y=torch.ones(4))
+    with pytest.raises(ValueError, match=r"y_pred \(4, 2\) and y \(4, 1\) differ"):
+        metric.aggregate()
+    with pytest.raises(ValueError, match=r"\(B,\), \(B, 1\) or \(B, k\), got \(4, 2, 1\)"):
+        DeLongAUCMetric()(y_pred=torch.rand(4, 2, 1), y=torch.ones(4, 2, 1))
+
+
+def test_multilabel_key_metric_is_the_mean_auc_over_labels_without_unknowns():
+    pred_a, y_a = data(n=60, seed=1)
+    pred_b, y_b = data(n=60, seed=2)
+    y_b[:10] = -1  # unknown for label 1: left out of its AUC only
+    pred, y = torch.stack([pred_a, pred_b], 1), torch.stack([y_a, y_b], 1)
+    engine = Engine(lambda engine, b: b)
+    DeLongAUC().attach(engine, "val_auc")
+    engine.run([(pred[:32], y[:32]), (pred[32:], y[32:])], max_epochs=1)
+    ref_a, ref_b = delong(y_a.numpy(), pred_a.numpy()), delong(y_b[10:].numpy(), pred_b[10:].numpy())
+    metrics = engine.state.metrics
+    assert metrics["val_auc"] == pytest.approx((ref_a.auc[0] + ref_b.auc[0]) / 2, abs=1e-12)
+    assert metrics["val_auc/1"] == pytest.approx(ref_b.auc[0]) and metrics["val_auc_se/0"] == pytest.approx(ref_a.se[0])
+    assert "val_auc_se" not in metrics  # the labels share images: no DeLong SE of their mean here
 
 
 def run_engine(pred, y, batch=16, epochs=1):

@@ -139,7 +139,7 @@ def test_the_table_round_trips_and_is_checked(measured, tmp_path):
 
 @pytest.mark.parametrize("column,value,message", [
     ("max_batch", "99999", "does not follow"), ("per_image_mb", "0", "must be positive"),
-    ("arch", "vgg16", "not one of"), ("resolution", "8", "does not take"), ("fixed_mb", "lots", "line 2"),
+    ("arch", "vgg16", "not one of"), ("resolution", "16", "does not take"), ("fixed_mb", "lots", "line 2"),
     ("budget_mb", None, "lacks column"), ("device", "cpu", "a second row")])
 def test_read_probe_csv_refuses_a_bad_table(measured, tmp_path, column, value, message):
     frame = pd.DataFrame([r.row() for r in measured.values()], columns=list(CSV_COLUMNS)).astype(str)
@@ -147,8 +147,8 @@ def test_read_probe_csv_refuses_a_bad_table(measured, tmp_path, column, value, m
         frame = frame.drop(columns=[column])
     elif column == "device":  # resnet34 at 16 px twice
         frame = pd.concat([frame.iloc[:1], frame], ignore_index=True)
-    else:
-        frame.loc[0, column] = value
+    else:  # the size check on densenet121's row (ResNet34 takes any size)
+        frame.loc[2 if column == "resolution" else 0, column] = value
     write_csv(tmp_path / "probe.csv", frame)
     with pytest.raises(CxrError, match=message):
         read_probe_csv(tmp_path / "probe.csv")

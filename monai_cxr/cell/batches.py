@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_cxr.cell.pretrained import GREY_MEAN, GREY_STD, NORMALIZATIONS
 from monai_cxr.errors import CxrError
 
-__all__ = ["CacheBatchDataset", "DevicePreprocess", "LossAverage", "affine_theta", "affine_warp", "collate_batch",
-           "normalize_images"]
+__all__ = ["NORMALIZATIONS", "CacheBatchDataset", "DevicePreprocess", "LossAverage", "affine_theta", "affine_warp",
+           "collate_batch", "fixed_stats", "normalize_fixed", "normalize_images"]
 
 _ID_KEYS = ("image_id", "patient_id")
 
@@ -163,6 +164,22 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return x.div_(torch.where(std > 0, std, torch.ones_like(std)).reshape(shape))
 
 
+def fixed_stats(normalize: str) -> tuple[float, float] | None:
+    """``(shift, scale)`` on uint8 values of a fixed normalisation (:data:`NORMALIZATIONS`): ``imagenet`` is the
+    ``(x / 255 - GREY_MEAN) / GREY_STD`` a folded ImageNet stem expects; None for ``image``; else a one-line error."""
+    if normalize not in NORMALIZATIONS:
+        raise CxrError(f"normalize {normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+    if normalize == "image":
+        return None
+    return 255.0 * GREY_MEAN, 255.0 * GREY_STD
+
+
+def normalize_fixed(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
+    """A batch of uint8 (or float) pixel values as float32 ``(x - shift) / scale`` (see :data:`NORMALIZATIONS`)."""
+    shift, scale = fixed_stats(normalize)
+    return images.to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True).sub_(shift).div_(scale)
+
+
 def affine_theta(angles: torch.Tensor, scales: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Affine matrices ``(B, 3, 3)`` that ``affine_warp`` applies, in normalised ``(row, col)`` coordinates.
 
@@ -251,7 +268,8 @@ class DevicePreprocess:
     """``prepare_batch`` for MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``: uint8 batch in, on device.
 
     Moves the batch to the device (without blocking when asked to or when it is pinned), converts it to
-    float32 and z-scores each image as ``NormalizeIntensityd`` did (``normalize_images``). With any
+    float32 and z-scores each image as ``NormalizeIntensityd`` did (``normalize_images``), or with
+    ``normalize="imagenet"`` applies the fixed statistics an ImageNet start expects (``normalize_fixed``). With any
     augmentation option set (training only), it then augments in batch, on the device:
 
     - with probability ``augment_prob`` per image, a random affine as ``RandAffined(rotate_range,
@@ -280,10 +298,14 @@ class DevicePreprocess:
         brightness: half-width of the brightness shift (image SDs).
         contrast: half-width of the relative contrast change.
         seed: seed of the augmentation's random stream.
+        normalize: ``image`` (per-image z-score) or ``imagenet`` (fixed statistics), see :data:`NORMALIZATIONS`.
     """
 
     def __init__(self, augment_prob: float = 0.0, rotate_range=0.09, scale_range=0.05, isotropic_scale: bool = False,
-                 flip_prob: float = 0.0, brightness: float = 0.0, contrast: float = 0.0, seed: int = 0) -> None:
+                 flip_prob: float = 0.0, brightness: float = 0.0, contrast: float = 0.0, seed: int = 0,
+                 normalize: str = "image") -> None:
+        fixed_stats(normalize)  # a one-line error for anything else
+        self.normalize = normalize
         self.augment_prob = _prob(augment_prob, "augment_prob")
         self.flip_prob = _prob(flip_prob, "flip_prob")
         self.rotate = _range(rotate_range, "rotate_range")
@@ -318,7 +340,8 @@ class DevicePreprocess:
         device = torch.device(device) if device is not None else batchdata["image"].device
         image = batchdata["image"]
         non_blocking = non_blocking or (device.type == "cuda" and image.is_pinned())
-        x = normalize_images(image.to(device, non_blocking=non_blocking))
+        x = image.to(device, non_blocking=non_blocking)
+        x = normalize_images(x) if self.normalize == "image" else normalize_fixed(x, self.normalize)
         label = batchdata.get("label")
         if isinstance(label, torch.Tensor):
             label = label.to(device, dtype=torch.float32, non_blocking=non_blocking)

@@ -67,8 +67,8 @@ def _column(items, key):
     return None
 
 
-def _first_channel(items, key) -> torch.Tensor | None:
-    """``key`` of a batch or output as one tensor of shape (B,): a batch tensor, or decollated items stacked."""
+def _channels(items, key) -> torch.Tensor | None:
+    """``key`` of a batch or output as one tensor of shape (B, C): a batch tensor, or decollated items stacked."""
     if isinstance(items, dict):
         values = items.get(key)
     else:
@@ -77,7 +77,15 @@ def _first_channel(items, key) -> torch.Tensor | None:
     if values is None:
         return None
     values = torch.as_tensor(values).detach()
-    return values.reshape(values.shape[0], -1)[:, 0]
+    return values.reshape(values.shape[0], -1)
+
+
+def findings_of(datalist_file: str | None) -> list[str] | None:
+    """The findings of a multi-label cell (its datalist's ``label_names``); None for a binary cell."""
+    if not datalist_file or not os.path.isfile(datalist_file):
+        return None
+    names = json.loads(Path(datalist_file).read_text(encoding="utf-8")).get("label_names")
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _batch_size(batch) -> int:
@@ -115,20 +123,27 @@ class PredictionSaver:
     sample. ``fold`` and ``label`` are left out when the data has none. Under
     ``DistributedDataParallel`` every rank runs it (it gathers the ranks' rows) and rank 0 writes.
 
+    A multi-label cell (``datalist_file`` names its findings as ``label_names``) gets one row per
+    image and finding, ``image_id, patient_id, fold, finding, label, score``, in datalist order and
+    then finding order; a pair whose label is unknown (-1) has no row, so each finding's rows are
+    what a binary cell of that finding would have scored.
+
     Args:
         filename: the CSV to write (atomically).
         best_only: write only after a run that set a new best key metric, so that the file
             always holds the predictions of the checkpoint saved for that metric.
         score_key: output key of the predicted probability.
         label_key: output key of the 0/1 truth.
+        datalist_file: the cell's datalist (read with ``json``); a binary cell's names no findings.
     """
 
     def __init__(self, filename: str, best_only: bool = False, score_key: str = "pred",
-                 label_key: str = "label") -> None:
+                 label_key: str = "label", datalist_file: str | None = None) -> None:
         self.filename = filename
         self.best_only = best_only
         self.score_key = score_key
         self.label_key = label_key
+        self.findings = findings_of(datalist_file)
         self.reset()
 
     def attach(self, engine: Engine) -> None:
@@ -143,21 +158,40 @@ class PredictionSaver:
 
     def collect(self, engine: Engine) -> None:
         batch, output = engine.state.batch, engine.state.output
-        scores = _first_channel(output, self.score_key)
+        width = len(self.findings) if self.findings else 1
+        scores = _channels(output, self.score_key)[:, :width]
         self.scores.append(scores.float())
-        labels = _first_channel(output, self.label_key)
+        labels = _channels(output, self.label_key)
         if labels is not None:
-            self.labels.append(labels)
+            self.labels.append(labels[:, :width])
         for key, values in self.ids.items():
             column = _column(batch, key)
             values.extend(column if column is not None else [""] * len(scores))
 
     def rows(self) -> dict[str, list]:
-        """This process's rows so far (one read-back from the device per column)."""
+        """This process's rows so far, one per image (one read-back from the device per column).
+
+        ``label`` and ``score`` hold numbers, or for a multi-label cell lists of k numbers (see :meth:`by_finding`).
+        """
         rows = {key: list(values) for key, values in self.ids.items()}
         rows["label"] = torch.cat(self.labels).cpu().round().long().tolist() if self.labels else []
         rows["score"] = torch.cat(self.scores).cpu().tolist() if self.scores else []
+        if not self.findings:
+            rows["label"] = [v[0] for v in rows["label"]]
+            rows["score"] = [v[0] for v in rows["score"]]
         return rows
+
+    def by_finding(self, rows: dict[str, list]) -> dict[str, list]:
+        """Per-image rows of a multi-label cell as one row per known (image, finding) pair, with ``finding``."""
+        labelled = len(rows["label"]) == len(rows["score"])
+        pairs = [(i, j) for i in range(len(rows["score"])) for j in range(len(self.findings))
+                 if not labelled or rows["label"][i][j] >= 0]
+        out = {key: [rows[key][i] for i, _ in pairs] for key in self.ids}
+        out["finding"] = [self.findings[j] for _, j in pairs]
+        if labelled:
+            out["label"] = [rows["label"][i][j] for i, j in pairs]
+        out["score"] = [rows["score"][i][j] for i, j in pairs]
+        return out
 
     def write(self, engine: Engine) -> None:
         if self.best_only and engine.state.best_metric_epoch != engine.state.epoch:
@@ -165,8 +199,10 @@ class PredictionSaver:
         rows = _gather_rows(self.rows())
         if rows is None:
             return  # not rank 0
-        if len(rows["label"]) != len(rows["score"]):
-            rows.pop("label")  # no truth (inference on unlabelled images)
+        if self.findings:
+            rows = self.by_finding(rows)
+        if len(rows.get("label", ())) != len(rows["score"]):
+            rows.pop("label", None)  # no truth (inference on unlabelled images)
         if all(fold == "" for fold in rows["fold"]):
             rows.pop("fold")
         write_csv(self.filename, pd.DataFrame(rows))
@@ -297,7 +333,9 @@ class RunRecorder:
         predictions_file: must exist when the record is written.
         inputs_file: ``inputs.json`` of the cell, copied into the record (``null`` when absent).
         readme_file: the cell's ``docs/README.md``.
-        record: further settings to record (batch size, epochs, init, ...).
+        init_file: the record of the network's starting weights that
+            ``monai_cxr.cell.pretrained.pretrained_network`` wrote; copied into the record as ``init``.
+        record: further settings to record (batch size, epochs, ...).
         device: the training device (for its peak memory).
         world_size: processes training together (DistributedDataParallel); each runs the same
             number of equal batches, so the images trained on are this process's times it.
@@ -306,7 +344,7 @@ class RunRecorder:
     def __init__(self, filename: str, evaluator: Engine, scorer: Engine | None = None, cell_file: str | None = None,
                  predictions_file: str | None = None, inputs_file: str | None = None,
                  readme_file: str | None = None, record: dict | None = None,
-                 device: torch.device | str = "cpu", world_size: int = 1) -> None:
+                 device: torch.device | str = "cpu", world_size: int = 1, init_file: str | None = None) -> None:
         self.filename = filename
         self.device = device
         self.world_size = int(world_size)
@@ -317,6 +355,7 @@ class RunRecorder:
         self.predictions_file = predictions_file
         self.inputs_file = inputs_file
         self.readme_file = readme_file
+        self.init_file = init_file
         self.record = dict(record or {})
         self.images = 0
         self.loop_seconds = 0.0
@@ -400,6 +439,9 @@ class RunRecorder:
             cell = json.loads(Path(self.cell_file).read_text(encoding="utf-8"))
         if self.inputs_file and os.path.exists(self.inputs_file):
             inputs = json.loads(Path(self.inputs_file).read_text(encoding="utf-8"))
+        if self.init_file:  # what the network actually started from; absent: it was not built by pretrained_network
+            init = Path(self.init_file)
+            self.record["init"] = json.loads(init.read_text(encoding="utf-8")) if init.is_file() else None
         now = time.perf_counter()
         out = {
             **cell,

@@ -32,6 +32,7 @@ from monai.data import Dataset
 from monai.transforms import MapTransform, Transform, apply_transform
 from PIL import Image
 
+from monai_cxr.cell.handlers import findings_of
 from monai_cxr.data.cache import SQUARE_POLICIES
 from monai_cxr.data.dicom import DICOM_SUFFIXES, is_dicom, read_dicom
 from monai_cxr.data.images import IMAGE_SUFFIXES, make_square, read_image
@@ -281,17 +282,22 @@ class ScoreSaver:
 
     ``image`` is the entry's ``name``; ``score`` the predicted probability. Files marked bad by
     :class:`ImageDataset` (``skip_bad``) are left out and listed, one warning each, in ``skipped``.
+    A network with k outputs (a multi-label cell) gets one row per file and finding, ``image, finding,
+    score``; the findings are named by the cell's datalist (``label_names``), else ``output0``, ``output1``, ...
 
     Args:
         filename: the CSV to write.
         name_key: batch key of the file's name.
         score_key: output key of the probability.
+        datalist_file: the cell's ``datalist.json`` (read with ``json``), for the names of k findings.
     """
 
-    def __init__(self, filename: str | os.PathLike, name_key: str = "name", score_key: str = "pred") -> None:
+    def __init__(self, filename: str | os.PathLike, name_key: str = "name", score_key: str = "pred",
+                 datalist_file: str | None = None) -> None:
         self.filename = filename
         self.name_key = name_key
         self.score_key = score_key
+        self.datalist_file = datalist_file
         self.reset()
 
     def attach(self, engine: Engine) -> None:
@@ -301,7 +307,7 @@ class ScoreSaver:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.names: list[str] = []
-        self.scores: list[float] = []
+        self.scores: list[list[float]] = []
         self.skipped: list[tuple[str, str]] = []
 
     def collect(self, engine: Engine) -> None:
@@ -314,10 +320,18 @@ class ScoreSaver:
                 self.skipped.append((name, error))
             else:
                 self.names.append(name)
-                self.scores.append(float(torch.as_tensor(score).detach().float().reshape(-1)[0].cpu()))
+                self.scores.append(torch.as_tensor(score).detach().float().reshape(-1).cpu().tolist())
 
     def write(self, engine: Engine | None = None) -> None:
-        write_csv(self.filename, pd.DataFrame({"image": self.names, "score": self.scores}))
+        k = max((len(s) for s in self.scores), default=1)
+        if k == 1:
+            frame = pd.DataFrame({"image": self.names, "score": [s[0] for s in self.scores]})
+        else:
+            findings = findings_of(self.datalist_file)
+            findings = findings if findings and len(findings) == k else [f"output{j}" for j in range(k)]
+            frame = pd.DataFrame({"image": [n for n in self.names for _ in range(k)],
+                                  "finding": findings * len(self.names), "score": [v for s in self.scores for v in s]})
+        write_csv(self.filename, frame)
         for _, error in self.skipped:
             log.warning(f"skipped: {error}")
         skipped = f"; skipped {len(self.skipped)} files (listed above)" if self.skipped else ""

@@ -6,6 +6,11 @@ once per validation run. The handler puts the AUC in ``engine.state.metrics[name
 ``key_val_metric`` / ``CheckpointSaver`` select checkpoints by it) and the DeLong SE in
 ``engine.state.metrics[name + "_se"]``, so ``StatsHandler`` and ``TensorBoardStatsHandler``
 log both. The statistics are :func:`monai_cxr.stats.delong`.
+
+A multi-label cell has k outputs and k-vector labels (-1: unknown, left out of that label's AUC): its key
+metric is the mean of the k labels' AUCs (what selects its checkpoint); each label's AUC and SE are logged as
+``name/j`` and ``name_se/j`` (j the label's position), and ``name_se`` is left out (the labels' AUCs share images,
+so their mean has no DeLong SE here).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class DeLongAUCMetric(CumulativeIterationMetric):
     ``y_pred`` is one score per sample, shape ``(B,)`` or ``(B, 1)`` (a probability or a
     logit: the AUC depends only on the order, and a higher score means positive); ``y``
     is the 0/1 truth of the same shape. Both may also be lists of channel-first tensors.
+    With k labels both are ``(B, k)``; ``y`` is 1, 0 or -1 (unknown: that entry is left out);
+    see :meth:`compute_labels`.
 
     Args:
         level: confidence level of the interval in :meth:`compute_delong`'s result.
@@ -51,25 +58,43 @@ class DeLongAUCMetric(CumulativeIterationMetric):
             raise ValueError("DeLongAUCMetric needs the ground truth y.")
         return _one_per_sample(y_pred, "y_pred"), _one_per_sample(y, "y")
 
-    def compute_delong(self) -> DeLongResult:
-        """AUC, variance, SE and CI of everything accumulated since the last reset.
+    def compute_labels(self) -> list[DeLongResult]:
+        """One DeLong result per label (column) of everything accumulated since the last reset.
 
         Raises:
-            ValueError: nothing accumulated, one class only (or fewer than 2 cases of a
-                class), labels other than 0/1, or non-finite predictions.
+            ValueError: nothing accumulated, a label with one class only (or fewer than 2 cases
+                of a class), labels other than 0/1/-1, or non-finite predictions.
         """
         buffers = self.get_buffer()
         if not isinstance(buffers, (list, tuple)) or len(buffers) != 2 or buffers[0] is None:
             raise ValueError("DeLongAUCMetric has no predictions: call it on (y_pred, y) before aggregate().")
-        y_pred, y = (b.detach().cpu().to(torch.float64).numpy() for b in buffers)
-        try:
-            return delong(y, y_pred, level=self.level)
-        except ValueError as exc:
-            raise ValueError(f"DeLongAUCMetric on {len(y)} validation samples: {exc}") from None
+        y_pred, y = (b.detach().cpu().to(torch.float64).numpy().reshape(len(b), -1) for b in buffers)
+        if y_pred.shape != y.shape:
+            raise ValueError(f"DeLongAUCMetric: y_pred {y_pred.shape} and y {y.shape} differ in shape")
+        out = []
+        for j in range(y.shape[1]):
+            known = y[:, j] >= 0 if y.shape[1] > 1 else slice(None)  # a binary cell has no unknowns to drop
+            try:
+                out.append(delong(y[known, j], y_pred[known, j], level=self.level))
+            except ValueError as exc:
+                which = f", label {j}" if y.shape[1] > 1 else ""
+                raise ValueError(f"DeLongAUCMetric on {len(y)} validation samples{which}: {exc}") from None
+        return out
+
+    def compute_delong(self) -> DeLongResult:
+        """AUC, variance, SE and CI of everything accumulated since the last reset (one label).
+
+        Raises:
+            ValueError: as :meth:`compute_labels`, or more than one label.
+        """
+        results = self.compute_labels()
+        if len(results) != 1:
+            raise ValueError(f"DeLongAUCMetric.compute_delong is for one label; use compute_labels for {len(results)}")
+        return results[0]
 
     def aggregate(self) -> float:  # type: ignore[override]
-        """The AUC (a float, like ``ROCAUCMetric.aggregate`` for binary data)."""
-        return float(self.compute_delong().auc[0])
+        """The AUC (a float, like ``ROCAUCMetric.aggregate`` for binary data); the mean over labels for k labels."""
+        return float(np.mean([r.auc[0] for r in self.compute_labels()]))
 
 
 class DeLongAUC(IgniteMetricHandler):
@@ -90,25 +115,29 @@ class DeLongAUC(IgniteMetricHandler):
     def __init__(self, level: float = 0.95, output_transform: Callable = lambda x: x) -> None:
         super().__init__(metric_fn=DeLongAUCMetric(level=level), output_transform=output_transform,
                          save_details=False)
-        self._se: float | None = None
+        self._results: list[DeLongResult] = []
 
     def compute(self) -> float:
-        result = self.metric_fn.compute_delong()  # type: ignore[attr-defined]
+        self._results = self.metric_fn.compute_labels()  # type: ignore[attr-defined]
         self._is_reduced = True
-        self._se = float(result.se[0])
-        return float(result.auc[0])
+        return float(np.mean([r.auc[0] for r in self._results]))
 
     def completed(self, engine, name: str) -> None:
         super().completed(engine, name)
-        engine.state.metrics[f"{name}_se"] = self._se
+        if len(self._results) == 1:
+            engine.state.metrics[f"{name}_se"] = float(self._results[0].se[0])
+            return
+        for j, result in enumerate(self._results):
+            engine.state.metrics[f"{name}/{j}"] = float(result.auc[0])
+            engine.state.metrics[f"{name}_se/{j}"] = float(result.se[0])
 
 
 def _one_per_sample(x: torch.Tensor, what: str) -> torch.Tensor:
-    """Shape (B,) or (B, 1) to (B,); anything else is a clear error (this AUC is binary)."""
+    """Shape (B,) or (B, 1) to (B,), (B, k) as it is; anything else is a clear error."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     if x.ndim == 2 and x.shape[1] == 1:
         return x[:, 0]
-    if x.ndim == 1:
+    if x.ndim in (1, 2):
         return x
-    raise ValueError(f"DeLongAUCMetric is binary: {what} must have shape (B,) or (B, 1), got {tuple(x.shape)}.")
+    raise ValueError(f"DeLongAUCMetric: {what} must have shape (B,), (B, 1) or (B, k), got {tuple(x.shape)}.")

@@ -1,4 +1,7 @@
-"""Initial weights of a cell's network, loaded inside the bundle (``network`` in train.json)."""
+"""Initial weights as cells generated before ``--pretrained`` load them (their train.json names ``load_weights``).
+
+New cells start through :func:`monai_cxr.cell.pretrained.pretrained_network`, which also records what loaded.
+"""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -23,11 +24,18 @@ __all__ = [
     "GREY_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NORMALIZATIONS",
+    "build_network",
+    "check_pretrained",
     "load_arch_file",
     "load_pretrained",
     "min_resolution",
     "pretrained_network",
 ]
+
+# How images reach a cell's network (the bundle's ``normalize``): ``image`` z-scores each image (scratch and
+# chest-X-ray starts); ``imagenet`` is the fixed grey input of a folded ImageNet stem (below).
+NORMALIZATIONS = ("image", "imagenet")
 
 # torchvision's ImageNet input statistics (RGB, on x / 255).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -234,8 +242,15 @@ def load_pretrained(network, path: str | None, min_fraction: float = 0.9):
     return network, record
 
 
-def pretrained_network(network, path: str | None = None, record_file: str | None = None, min_fraction: float = 0.9):
-    """Bundle-facing: load ``path`` into ``network`` (scratch when empty) and write the record to ``record_file``."""
+def pretrained_network(network, path: str | None = None, record_file: str | None = None, min_fraction: float = 0.9,
+                       root: str | None = None):
+    """Bundle-facing: load ``path`` into ``network`` (scratch when empty) and write the record to ``record_file``.
+
+    A relative ``path`` is relative to ``root`` (the bundle's ``bundle_root``: a study's own cells are named
+    relative to the cell, so the study can move).
+    """
+    if path and root and not os.path.isabs(path):
+        path = os.path.normpath(os.path.join(root, path))
     network, record = load_pretrained(network, path, min_fraction=min_fraction)
     if record_file:
         from monai_cxr.fileio import write_json
@@ -321,22 +336,36 @@ def load_arch_file(path: str) -> dict[str, dict]:
     return archs
 
 
-def min_resolution(network_def: dict, candidates=(8, 16, 32, 48, 64)) -> int:
-    """The smallest square input in ``candidates`` at which the network gives a (2, outputs) result.
-
-    Measured on the network itself (MONAI's ConfigParser, CPU, eval mode, batch 2), not read from a table.
-    """
+def build_network(network_def: dict):
+    """The network of a ``network_def`` (checked as data first), built on the CPU; a constructor error is one line."""
     _check_def(network_def, "network_def")
-    import torch
     from monai.bundle import ConfigParser
 
     try:
-        network = ConfigParser({"network_def": network_def}).get_parsed_content("network_def")
+        return ConfigParser({"network_def": network_def}).get_parsed_content("network_def")
     except Exception as exc:
         while exc.__cause__ is not None:  # MONAI wraps the constructor's own error in a long RuntimeError
             exc = exc.__cause__
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CxrError(f"network_def {network_def['_target_']!r} cannot be built: {first}") from None
+
+
+def check_pretrained(network_def: dict, path: str, min_fraction: float = 0.9) -> dict:
+    """The record ``load_pretrained`` would give for ``path`` in a fresh network of ``network_def``; refusals alike.
+
+    For ``generate``: a file for another architecture is refused before any cell trains.
+    """
+    return load_pretrained(build_network(network_def), path, min_fraction=min_fraction)[1]
+
+
+def min_resolution(network_def: dict, candidates=(8, 16, 32, 48, 64)) -> int:
+    """The smallest square input in ``candidates`` at which the network gives a (2, outputs) result.
+
+    Measured on the network itself (MONAI's ConfigParser, CPU, eval mode, batch 2), not read from a table.
+    """
+    import torch
+
+    network = build_network(network_def)
     network.eval()
     convs = [p for p in network.parameters() if p.ndim == 4]
     channels = convs[0].shape[1] if convs else 1

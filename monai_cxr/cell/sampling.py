@@ -15,20 +15,33 @@ class SubsampleSampler(Sampler[int]):
     """Indices of one epoch: ``num_samples`` drawn afresh each epoch, or all of them shuffled.
 
     Sabottke & Spieler train on "subsample epochs" without defining them; here a subsample
-    epoch is ``num_samples`` images drawn at random from the training fold, half positive and
-    half negative when ``balanced`` (each class without replacement when it has enough images,
-    with replacement otherwise). ``num_samples=0`` gives ordinary full epochs. Epoch ``e`` uses
-    the random stream seeded by ``(seed, e)``, so a run is reproducible, and its state is the
-    count of epochs drawn (``state_dict``, for a resumed run).
+    epoch is ``num_samples`` images drawn at random from the training fold, and with
+    ``balanced`` the draw is stratified: every image belongs to one group, each group gets an
+    equal share (``num_samples // G``, the remainder to the last groups), drawn without
+    replacement when the group has enough images, with replacement otherwise.
+
+    - One label (a binary cell): the groups are the positives and the negatives, so an epoch
+      is half positive, half negative.
+    - k labels (a multi-label cell, ``labels`` of shape (N, k), -1 for unknown): an image
+      belongs to its rarest positive label (the one with the fewest positive training
+      images; ties to the first), an image positive for none to the negative group, so the
+      groups are the k labels and "no finding". Every label's positives are then represented
+      in each epoch at least ``num_samples / (k + 1)`` times, however rare the label; a
+      common label gets more through images that it shares with rarer ones. Empty groups
+      are left out.
+
+    Without ``balanced`` (or with ``num_samples=0``, ordinary full epochs) every image is
+    equally likely. Epoch ``e`` uses the random stream seeded by ``(seed, e)``, so a run is
+    reproducible, and its state is the count of epochs drawn (``state_dict``, for a resumed run).
 
     Under ``DistributedDataParallel`` every rank draws the same epoch (same seed) and takes
     the disjoint share ``rank::num_replicas`` of it, cut to an equal length so that every rank
     runs the same number of steps (as ``DistributedSampler`` with ``drop_last``).
 
     Args:
-        labels: the 0/1 label of each training item, in dataset order.
+        labels: per training item, in dataset order, its 0/1 label or its k labels (1, 0 or -1).
         num_samples: images per epoch; 0 for the whole fold.
-        balanced: draw the two classes in equal numbers.
+        balanced: draw the groups in equal numbers.
         seed: base seed of the draws.
         num_replicas: processes sharing the epoch [default: the world size when
             ``torch.distributed`` is initialised, else 1].
@@ -38,7 +51,8 @@ class SubsampleSampler(Sampler[int]):
     def __init__(self, labels: Sequence[int], num_samples: int = 0, balanced: bool = True, seed: int = 0,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
 
-        self.labels = np.asarray(labels).astype(int).ravel()
+        labels = np.asarray(labels).astype(int)
+        self.labels = labels.reshape(len(labels), -1)
         self.num_samples = int(num_samples)
         self.balanced = bool(balanced)
         self.seed = int(seed)
@@ -51,8 +65,22 @@ class SubsampleSampler(Sampler[int]):
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
-        if self.balanced and self.num_samples and len(np.unique(self.labels)) < 2:
+        self.groups = self._groups()
+        if self.balanced and self.num_samples and len(self.groups) < 2:
             raise ValueError("a class-balanced subsample needs both positive and negative training images")
+
+    def _groups(self) -> list[np.ndarray]:
+        """The strata of a balanced draw (see the class docstring), non-empty ones only, in order."""
+        positive = self.labels == 1
+        if self.labels.shape[1] == 1:
+            groups = [np.flatnonzero(positive[:, 0]), np.flatnonzero(~positive[:, 0])]
+        else:
+            counts = positive.sum(0)
+            order = np.argsort(counts, kind="stable")  # rarest label first
+            rarest = np.where(positive.any(1), order[np.argmax(positive[:, order], axis=1)], -1)
+            groups = [np.flatnonzero(rarest == j) for j in range(self.labels.shape[1])]
+            groups.append(np.flatnonzero(rarest == -1))
+        return [g for g in groups if len(g)]
 
     def __len__(self) -> int:
         return (self.num_samples or len(self.labels)) // self.num_replicas
@@ -65,13 +93,9 @@ class SubsampleSampler(Sampler[int]):
             return rng.permutation(n)
         if not self.balanced:
             return rng.choice(n, self.num_samples, replace=n < self.num_samples)
-        pos, neg = np.flatnonzero(self.labels == 1), np.flatnonzero(self.labels != 1)
-        n_pos = self.num_samples // 2
-        n_neg = self.num_samples - n_pos
-        picked = np.concatenate([
-            rng.choice(pos, n_pos, replace=len(pos) < n_pos),
-            rng.choice(neg, n_neg, replace=len(neg) < n_neg),
-        ])
+        count = len(self.groups)
+        shares = [self.num_samples // count + (g >= count - self.num_samples % count) for g in range(count)]
+        picked = np.concatenate([rng.choice(group, k, replace=len(group) < k) for group, k in zip(self.groups, shares)])
         return rng.permutation(picked)
 
     def state_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""The transform that reads a cell's images from the resize cache instead of image files."""
+"""The per-sample transforms of a cell: read an image from the resize cache, normalise it as the network expects."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import os
 
 import numpy as np
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, NormalizeIntensity
 
-__all__ = ["LoadCacheRowd"]
+from monai_cxr.cell.batches import fixed_stats
+
+__all__ = ["LoadCacheRowd", "NormalizeRadiographd"]
 
 
 class LoadCacheRowd(MapTransform):
@@ -46,4 +48,28 @@ class LoadCacheRowd(MapTransform):
         cache = self._open()
         for key in self.key_iterator(d):
             d[key] = cache[int(d[key])][None].astype(np.float32)
+        return d
+
+
+class NormalizeRadiographd(MapTransform):
+    """Normalise images as the cell's network expects (the bundle's ``normalize`` key).
+
+    ``image``: each image z-scored, exactly ``NormalizeIntensityd`` (scratch and chest-X-ray starts);
+    ``imagenet``: the fixed ``(x - shift) / scale`` of an ImageNet start on 0-255 pixel values
+    (``monai_cxr.cell.batches.fixed_stats``), the same numbers ``DevicePreprocess(normalize="imagenet")`` gives.
+    """
+
+    def __init__(self, keys: KeysCollection, normalize: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.stats = fixed_stats(normalize)
+        self.zscore = NormalizeIntensity()
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if self.stats is None:
+                d[key] = self.zscore(d[key])
+            else:
+                shift, scale = self.stats
+                d[key] = (np.asarray(d[key], dtype=np.float32) - np.float32(shift)) / np.float32(scale)
         return d

@@ -26,29 +26,44 @@ def label_slug(label: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One bundle of the study: a label, an architecture, a resolution and a seed."""
+    """One bundle of the study: a label (or, multi-label, all ``labels``), an architecture, a resolution and a seed."""
 
     label: str
     arch: str
     resolution: int
     seed: int
+    labels: tuple[str, ...] = ()  # a multi-label cell's findings, in output order; empty for a binary cell
+
+    @property
+    def task(self) -> str:
+        return "multilabel" if self.labels else "binary"
 
     @property
     def name(self) -> str:
-        """``{label-slug}__{arch}__r{R}__s{seed}`` (docs/study-layout.md)."""
-        return f"{label_slug(self.label)}__{self.arch}__r{self.resolution}__s{self.seed}"
+        """``{label-slug}__{arch}__r{R}__s{seed}``, or ``multilabel__{arch}__r{R}__s{seed}`` (docs/study-layout.md)."""
+        head = "multilabel" if self.labels else label_slug(self.label)
+        return f"{head}__{self.arch}__r{self.resolution}__s{self.seed}"
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "arch": self.arch, "resolution": self.resolution, "seed": self.seed}
+        """``cell.json``: a binary cell's label, or a multi-label cell's ``task`` and ``labels``; then the rest."""
+        head = {"task": "multilabel", "labels": list(self.labels)} if self.labels else {"label": self.label}
+        return {**head, "arch": self.arch, "resolution": self.resolution, "seed": self.seed}
 
 
-def cells(labels, resolutions, archs, seeds) -> list[Cell]:
-    """All cells of the grid, label-major; refuses labels whose folder names would collide."""
+def cells(labels, resolutions, archs, seeds, task=("binary",)) -> list[Cell]:
+    """All cells of the grid: binary ones label-major, then multi-label ones; refuses colliding label folders."""
     out = [Cell(label, arch, int(r), int(s))
-           for label, arch, r, s in itertools.product(labels, archs, sorted(resolutions), seeds)]
+           for label, arch, r, s in itertools.product(labels, archs, sorted(resolutions), seeds)] \
+        if "binary" in task else []
+    if "multilabel" in task:
+        out += [Cell("", arch, int(r), int(s), tuple(labels))
+                for arch, r, s in itertools.product(archs, sorted(resolutions), seeds)]
     slugs: dict[str, str] = {}
     for label in labels:
         other = slugs.setdefault(label_slug(label), label)
         if other != label:
             raise CxrError(f"labels {other!r} and {label!r} would share the folder name {label_slug(label)!r}")
+    if "multilabel" in slugs and len(task) > 1:
+        raise CxrError(f"label {slugs['multilabel']!r} would share its folders with the multi-label cells; "
+                       f"run the two tasks in separate studies")
     return out

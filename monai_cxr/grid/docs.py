@@ -102,43 +102,71 @@ def data_license(study: dict) -> str:
     return _data(study)[1]
 
 
-def _init(settings: GridSettings) -> str:
-    if settings.initial_weights:
-        return f"starting from the weights in `{Path(settings.initial_weights).name}` (initial_weights)"
-    return "from scratch (random initial weights)"
+def _init(start: dict | None) -> str:
+    """How the network starts, in words (``start``: the arch's ``--pretrained`` file as generate resolved it)."""
+    if not start:
+        return "from scratch (random initial weights)"
+    path = Path(start["path"])
+    if start["normalize"] == "imagenet":
+        return f"from the ImageNet weights in `{path.name}`, inputs normalised with ImageNet's fixed statistics"
+    if path.name == "model.pt" and path.parent.name == "models":
+        return f"from the model of cell `{path.parent.parent.name}`"
+    return f"from the weights in `{path.name}`"
 
 
-def cell_metadata(template: dict, cell: Cell, settings: GridSettings, study: dict) -> dict:
+def _findings(cell: Cell) -> str:
+    """The cell's finding(s) in plain words."""
+    names = [label_display(label) for label in (cell.labels or (cell.label,))]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def cell_metadata(template: dict, cell: Cell, settings: GridSettings, study: dict, start: dict | None = None) -> dict:
     """The template's metadata.json filled in for ``cell``, with the versions installed here."""
     meta = copy.deepcopy(template)
     arch = ARCH_NAMES.get(cell.arch, cell.arch)
-    finding = label_display(cell.label)
+    finding = _findings(cell)
     images = _data(study)[0]
     meta.update(versions())
-    meta["name"] = f"{finding} at {cell.resolution} px, {arch} (monai-cxr cell)"
+    outputs = ("The network returns one logit per finding, in the order of cell.json's labels; postprocessing "
+               "applies a sigmoid to each" if cell.labels else
+               "The network returns one logit; postprocessing applies a sigmoid")
+    meta["name"] = f"{'Multi-label ' if cell.labels else ''}{finding} at {cell.resolution} px, {arch} (monai-cxr cell)"
     meta["description"] = (
-        f"One cell of a monai-cxr study (after Sabottke & Spieler, Radiol AI 2020): a {arch} trained {_init(settings)} "
+        f"One cell of a monai-cxr study (after Sabottke & Spieler, Radiol AI 2020): a {arch} trained {_init(start)} "
         f"to detect {finding} on {images} resized to {cell.resolution} x {cell.resolution} px, seed {cell.seed}. "
-        f"The network returns one logit; postprocessing applies a sigmoid to give the probability `pred`. "
-        f"The exact label is in cell.json beside configs/.")
+        f"{outputs} to give the probability `pred`. "
+        f"The exact label{'s are' if cell.labels else ' is'} in cell.json beside configs/.")
     meta["data_source"] = (f"{images[0].upper() + images[1:]}, from the study's resize cache "
                            f"data/cache/r{cell.resolution}.npy (made by `monai-cxr prepare`); "
                            f"terms in docs/data_license.txt")
     meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [cell.resolution, cell.resolution]
+    if start and start["normalize"] == "imagenet":
+        meta["image_classes"] = ("one channel, grey radiograph, normalised with ImageNet's fixed statistics: "
+                                 "(x / 255 - 0.449) / 0.226")
+    if cell.labels:
+        k = len(cell.labels)
+        meta["task"] = f"Multi-label classification of {k} findings on chest radiographs"
+        meta["label_classes"] = "per finding: 0 absent, 1 present, -1 unknown (left out of loss and AUC)"
+        meta["pred_classes"] = "per finding, the probability that it is present"
+        pred = meta["network_data_format"]["outputs"]["pred"]
+        pred.update(num_channels=k, spatial_shape=[k],
+                    channel_def={str(j): f"{label_display(label)} present" for j, label in enumerate(cell.labels)})
     return meta
 
 
-def cell_readme(template: str, cell: Cell, settings: GridSettings, study: dict) -> str:
+def cell_readme(template: str, cell: Cell, settings: GridSettings, study: dict, start: dict | None = None) -> str:
     """The cell's README: what it is, its result section (filled in by the run), then the template's README."""
     arch = ARCH_NAMES.get(cell.arch, cell.arch)
-    finding = label_display(cell.label)
+    finding = _findings(cell)
     images = _data(study)[0]
     synthetic = ("\n\nThe images are synthetic: results of this cell say nothing about real radiographs."
                  if study.get("synthetic") else "")
     body = template.split("\n", 1)[1].lstrip("\n") if template.startswith("# ") else template
-    return (f"# {finding}: {arch} at {cell.resolution} x {cell.resolution} px, seed {cell.seed}\n\n"
-            f"A cell of a monai-cxr study: a {arch} trained {_init(settings)} to detect **{finding}** on {images} "
-            f"resized to {cell.resolution} x {cell.resolution} px. `cell.json` holds the exact label; the data's "
-            f"terms are in `docs/data_license.txt`.{synthetic}\n\n"
+    kind = "one network for all of " if cell.labels else ""
+    return (f"# {'Multi-label: ' if cell.labels else ''}{finding}: {arch} at {cell.resolution} x {cell.resolution} px, "
+            f"seed {cell.seed}\n\n"
+            f"A cell of a monai-cxr study: a {arch} trained {_init(start)} to detect {kind}**{finding}** on {images} "
+            f"resized to {cell.resolution} x {cell.resolution} px. `cell.json` holds the exact "
+            f"label{'s' if cell.labels else ''}; the data's terms are in `docs/data_license.txt`.{synthetic}\n\n"
             f"## Result\n\n{result_section()}\n\n"
             f"## About this bundle\n\n{body}")

@@ -8,6 +8,13 @@ elsewhere. User text (labels, ids) goes only into ``cell.json`` and ``datalist.j
 are read with ``json``, never by MONAI's config parser, so it is never evaluated; the documents
 name the finding only in plain words (:mod:`monai_cxr.grid.docs`).
 
+Architectures are the built-in ones or a user's (``--arch-file``), each checked on the network
+itself (its smallest input). ``--pretrained ARCH=PATH`` files are loaded once here into a fresh
+network of their architecture, so a file for another architecture is refused before anything
+trains; the override names the file (relative to the cell when it lies inside the study), its
+sha256 (a changed file makes the cell's settings change) and the normalisation the start
+expects (``imagenet`` for a folded ImageNet stem, else the source cell's, else ``image``).
+
 Each cell also gets ``inputs.json``: the fingerprint of the study's data (recorded by
 ``prepare``) and a hash of the cell's generated files; the run copies it into ``run.json``,
 so a result made from other data or other configs is recognised as stale. A cell is written
@@ -26,14 +33,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_cxr.cell.datalist import build
+from monai_cxr.cell.datalist import build, build_multilabel
+from monai_cxr.cell.pretrained import NORMALIZATIONS, check_pretrained
 from monai_cxr.data.cache import complete_resolutions
 from monai_cxr.data.labels import fold_counts, label_columns, resolve_label
 from monai_cxr.errors import CxrError, shown
 from monai_cxr.fileio import write_text
 from monai_cxr.grid.cells import Cell, cells
 from monai_cxr.grid.docs import cell_metadata, cell_readme, data_license
-from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
+from monai_cxr.grid.networks import ARCHS, arch_defs, check_input_size, network_def
 from monai_cxr.grid.settings import GridSettings
 from monai_cxr.studydir import (
     INPUTS,
@@ -91,14 +99,21 @@ def _cache_resolutions(study_dir: Path) -> list[int]:
     return complete_resolutions(study_dir / "data" / "cache")
 
 
+def check_networks(settings: GridSettings) -> dict[str, dict]:
+    """The ``network_def`` of every architecture of the grid, each checked at the grid's smallest resolution."""
+    defs = arch_defs(settings.archs, settings.arch_file)
+    outputs = len(settings.labels) if "multilabel" in settings.task else 1
+    for arch in defs:
+        check_input_size(arch, network_def(arch, defs, outputs), settings.resolutions)
+    other = [arch for arch in settings.pretrained if arch not in defs]
+    if other:
+        raise CxrError(f"pretrained weights for {other[0]!r}, which is not an architecture of the grid "
+                       f"({', '.join(defs)})")
+    return defs
+
+
 def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
     """Refuse, with one line each, what the data cannot support."""
-    for arch in settings.archs:
-        if arch not in ARCHS:
-            raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
-        too_small = [r for r in settings.resolutions if r < MIN_RESOLUTION[arch]]
-        if too_small:
-            raise CxrError(f"resolution {too_small[0]} is below the {MIN_RESOLUTION[arch]} px that {arch} accepts")
     for r in settings.resolutions:
         if r not in cached:
             have = ", ".join(map(str, cached)) or "none"
@@ -122,9 +137,6 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
             if fold in ("val", "test") and min(positives, negatives) < 2:
                 raise CxrError(f"label {label!r} has {positives} positive and {negatives} negative images in the "
                                f"{names[fold]} fold; its AUC and DeLong SE need at least 2 of each")
-    weights = settings.initial_weights
-    if weights is not None and not Path(weights).is_file():
-        raise CxrError(f"initial weights file {weights!r} not found")
 
 
 def _safe_path(path: Path, what: str) -> str:
@@ -134,30 +146,72 @@ def _safe_path(path: Path, what: str) -> str:
     return text
 
 
-def override(cell: Cell, settings: GridSettings, square: str = "pad") -> dict:
+def _source_normalize(path: Path) -> str:
+    """The normalisation a one-channel weights file was trained with: its cell's, when it is a cell's model."""
+    config = path.parent.parent / "configs" / "override.json"
+    if path.parent.name == "models" and config.is_file():
+        try:
+            value = json.loads(config.read_text()).get("normalize", "image")
+        except (OSError, ValueError):
+            value = "image"
+        return value if value in NORMALIZATIONS else "image"
+    return "image"
+
+
+def pretrained_starts(settings: GridSettings, defs: dict[str, dict], study_dir: Path) -> dict[str, dict]:
+    """``{arch: {"path", "in_study", "sha256", "normalize"}}`` of the grid's ``--pretrained`` files, each loaded once
+    into a fresh network of its architecture (refused in one line: missing, ``#`` in the path, another
+    architecture's file). ``in_study`` is the path relative to the study when the file lies inside it."""
+    starts = {}
+    for arch, given in settings.pretrained.items():
+        path = Path(given).expanduser().resolve()
+        if not path.is_file():
+            raise CxrError(f"pretrained weights file {given} for {arch} not found; give a local file "
+                           f"(nothing is downloaded)")
+        try:
+            in_study = path.relative_to(study_dir).as_posix()
+        except ValueError:
+            in_study = None
+        _safe_path(Path(in_study) if in_study else path, f"pretrained weights path for {arch}")
+        record = check_pretrained(network_def(arch, defs), str(path))
+        normalize = "imagenet" if record["normalization"] else _source_normalize(path)
+        starts[arch] = {"path": str(path), "in_study": in_study, "sha256": record["sha256"], "normalize": normalize}
+        log.info(f"pretrained {arch}: {path.name} matches {record['loaded']} of {record['total']} tensors "
+                 f"(inputs normalised: {normalize})")
+    return starts
+
+
+def override(cell: Cell, settings: GridSettings, square: str = "pad", defs: dict | None = None,
+             start: dict | None = None) -> dict:
     """The cell's values, merged over the template's configs (``configs/override.json``).
 
     ``square`` is the study's policy (``study.json["data"]["square"]``): inference on image files
-    makes them square as the cache did.
+    makes them square as the cache did. ``start`` is the arch's entry of :func:`pretrained_starts`: a file
+    inside the study is named relative to the cell (``../../`` is the study), so the study can move.
     """
-    init = {"source": "file", "path": settings.initial_weights} if settings.initial_weights else {"source": "scratch"}
-    return {"arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed, **settings.bundle_values(),
-            "batch_size": settings.batch_for(cell.arch, cell.resolution),
-            "init": init, "network_def": network_def(cell.arch), "square": square}
+    values = {"arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed, **settings.bundle_values(),
+              "batch_size": settings.batch_for(cell.arch, cell.resolution), "pretrained": None, "normalize": "image"}
+    if start:
+        values.update(pretrained=f"../../{start['in_study']}" if start["in_study"] else start["path"],
+                      pretrained_sha256=start["sha256"], normalize=start["normalize"])
+    return {**values, "network_def": network_def(cell.arch, defs, len(cell.labels) or 1), "square": square}
 
 
-def render(cell: Cell, settings: GridSettings, template: Path, study: dict) -> dict[str, str]:
+def render(cell: Cell, settings: GridSettings, template: Path, study: dict, defs: dict | None = None,
+           starts: dict | None = None) -> dict[str, str]:
     """The text of every file of the cell's bundle except its datalist, by relative path."""
     files = {name: (template / name).read_text() for name in COPIED}
     square = (study.get("data") or {}).get("square", "pad")
-    values = override(cell, settings, square)
+    start = (starts or {}).get(cell.arch)
+    values = override(cell, settings, square, defs, start)
     files[OVERRIDE] = json.dumps(values, indent=4) + "\n"
     inference = json.loads((template / INFERENCE).read_text())
     inference.update({key: value for key, value in values.items() if key in inference})
     files[INFERENCE] = json.dumps(inference, indent=4) + "\n"
-    meta = cell_metadata(json.loads((template / "configs" / "metadata.json").read_text()), cell, settings, study)
+    meta = cell_metadata(json.loads((template / "configs" / "metadata.json").read_text()), cell, settings, study,
+                         start)
     files["configs/metadata.json"] = json.dumps(meta, indent=4) + "\n"
-    files["docs/README.md"] = cell_readme((template / "docs" / "README.md").read_text(), cell, settings, study)
+    files["docs/README.md"] = cell_readme((template / "docs" / "README.md").read_text(), cell, settings, study, start)
     files["docs/data_license.txt"] = data_license(study)
     files["cell.json"] = json.dumps(cell.as_dict(), indent=2) + "\n"
     return files
@@ -234,11 +288,15 @@ def normalise(settings: GridSettings, columns) -> GridSettings:
             labels.append(column)
     if repeated:
         log.info(f"note: labels naming a column already chosen are studied once: {', '.join(repeated)}")
-    archs = _unique([str(a).strip().lower() if str(a).strip().lower() in ARCHS else a for a in settings.archs],
-                    "architectures")
+
+    def arch_name(arch):
+        return str(arch).strip().lower() if str(arch).strip().lower() in ARCHS else str(arch).strip()
+
+    archs = _unique([arch_name(a) for a in settings.archs], "architectures")
+    pretrained = {arch_name(a): path for a, path in settings.pretrained.items()}
     resolutions = sorted(_unique([int(r) for r in settings.resolutions], "resolutions"))
     seeds = sorted(_unique([int(s) for s in settings.seeds], "seeds"))
-    return replace(settings, labels=labels, archs=archs, resolutions=resolutions, seeds=seeds)
+    return replace(settings, labels=labels, archs=archs, resolutions=resolutions, seeds=seeds, pretrained=pretrained)
 
 
 def cell_inputs(data: str, files: dict[str, str]) -> str:
@@ -297,25 +355,31 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     study_dir = Path(study_dir).resolve()
     if not (study_dir / "study.json").is_file():
         raise CxrError(f"{study_dir / 'study.json'} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
-    if settings.initial_weights:  # a copy: the caller's settings (a preset's, say) stay as given
-        settings = replace(settings, initial_weights=_safe_path(Path(settings.initial_weights).resolve(),
-                                                               "initial weights path"))
+    # a copy with absolute paths (study.json records them): the caller's settings (a preset's, say) stay as given
+    settings = replace(settings, pretrained={arch: str(Path(path).expanduser().resolve())
+                                             for arch, path in settings.pretrained.items()},
+                       arch_file=str(Path(settings.arch_file).expanduser().resolve()) if settings.arch_file else None)
     index, split = _load_tables(study_dir)
     data = _current_data(study_dir)
     # a label may be named as any release names it (Effusion / Pleural Effusion): use the column;
     # an unknown one is refused here with the dataset's labels
     settings = normalise(settings, label_columns(index))
+    defs = check_networks(settings)
     check_grid(settings, index, split, _cache_resolutions(study_dir))
+    grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds, settings.task)
+    starts = pretrained_starts(settings, defs, study_dir)
     template = template_dir()
-    grid = cells(settings.labels, settings.resolutions, settings.archs, settings.seeds)
     study = load_study(study_dir)
-    datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels}
+    datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels
+                 if "binary" in settings.task}
+    if "multilabel" in settings.task:
+        datalists[tuple(settings.labels)] = json.dumps(build_multilabel(index, split, settings.labels)) + "\n"
 
     plans = []  # (cell, folder, files, differs, changed): nothing is written before every cell is checked
     for cell in grid:
         cell_dir = cell_dirs(study_dir) / cell.name
-        files = render(cell, settings, template, study)
-        files["datalist.json"] = datalists[cell.label]
+        files = render(cell, settings, template, study, defs, starts)
+        files["datalist.json"] = datalists[cell.labels or cell.label]
         files[INPUTS] = cell_inputs(data, files)
         differs = [name for name, text in files.items()
                    if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
@@ -359,7 +423,8 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
                 os.close(fd)
 
     previous = load_study(study_dir).get("grid") or {}
-    record = {**asdict(settings), "cells": [c.name for c in grid]}
+    record = {**asdict(settings), "cells": [c.name for c in grid],
+              "networks": {arch: definition for arch, definition in defs.items() if arch not in ARCHS}}
     if previous != record:
         update_study(study_dir, grid=record)
     log.info(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "

@@ -33,6 +33,16 @@ class Preset:
     jobs: int = 1
     split_seed: int = 0
 
+    def describe(self, grid: GridSettings | None = None) -> str:
+        """The description, and how the networks of ``grid`` (default: the preset's) start."""
+        grid = grid or self.grid
+        started = [arch for arch in grid.archs if arch in grid.pretrained]
+        if not started:
+            return f"{self.description}, from scratch"
+        rest = [arch for arch in grid.archs if arch not in grid.pretrained]
+        return (f"{self.description}, fine-tuned from the --pretrained weights of {', '.join(started)}"
+                + (f"; {', '.join(rest)} from scratch" if rest else ""))
+
     def settings(self) -> dict:
         """The settings the preset fixes, by the command line's names (``learning_rate``, ``seed``, ``jobs``)."""
         return {"dataset": "nih", "seed": self.split_seed, **asdict(self.grid), "jobs": self.jobs}
@@ -64,7 +74,9 @@ PRESETS = {
         jobs=2,
     ),
     # The published grid, for a GPU and NIH ChestX-ray14: 8 x 9 x 2 = 144 cells,
-    # ten class-balanced subsample epochs each (the paper's Figure 4). The speed options
+    # ten class-balanced subsample epochs each (the paper's Figure 4). The paper used standard
+    # ImageNet architectures: --pretrained resnet34=...,densenet121=... (torchvision's files, see
+    # the README) starts them from ImageNet; without it the cells train from scratch. The speed options
     # (bf16, falling back to fp16 on GPUs without it; NHWC; cuDNN autotuning; pinned memory)
     # are off on a CPU; run.json records what each cell got.
     "paper": Preset(

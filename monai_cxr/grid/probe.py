@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_flatten
 
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv
-from monai_cxr.grid.networks import ARCHS, MIN_RESOLUTION, network_def
+from monai_cxr.grid.networks import ARCHS, accepts, check_input_size, network_def, smallest_input
 from monai_cxr.grid.settings import GridSettings
 
 __all__ = ["MIN_BATCH", "ProbeResult", "auto_batch_sizes", "batch_for_budget", "measure", "parse_size",
@@ -133,11 +133,12 @@ class _LiveBytes(TorchDispatchMode):
 def _step_trace(arch: str, resolution: int, batch: int, device: torch.device) -> tuple[list[int], float]:
     """Tensor bytes alive after each op of a training step at ``batch``, and the step's peak in bytes.
 
-    A first step at the smallest resolution creates the AdamW state, so the traced step holds it
-    as training does. The peak counts from before the network was built: the CUDA allocator's
-    on CUDA, the traced maximum on a CPU.
+    A first step at a small resolution (16 px, or the smallest the network takes) creates the AdamW
+    state, so the traced step holds it as training does. The peak counts from before the network was
+    built: the CUDA allocator's on CUDA, the traced maximum on a CPU.
     """
     cuda = device.type == "cuda"
+    warm = max(16, smallest_input(network_def(arch)))  # a cheap first step (optimiser state, allocator)
     gc.collect()
     gc.disable()  # collections at arbitrary moments would make the trace depend on the heap's history
     try:
@@ -149,7 +150,7 @@ def _step_trace(arch: str, resolution: int, batch: int, device: torch.device) ->
             net = ConfigParser({"net": network_def(arch)}).get_parsed_content("net").to(device).train()
             opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)  # as in the template
             loss_fn = torch.nn.BCEWithLogitsLoss()
-            for b, r in ((MIN_BATCH, MIN_RESOLUTION[arch]), (batch, resolution)):
+            for b, r in ((MIN_BATCH, warm), (batch, resolution)):
                 x = torch.randn(b, 1, r, r, device=device)
                 y = (torch.rand(b, 1, device=device) > 0.5).float()
                 opt.zero_grad(set_to_none=True)
@@ -186,8 +187,7 @@ def measure(arch: str, resolution: int, budget_bytes: int, device=None, batch_si
     batch_sizes = batch_sizes or ((2, 8) if device.type == "cuda" else (2, 4))
     if arch not in ARCHS:
         raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
-    if resolution < MIN_RESOLUTION[arch]:
-        raise CxrError(f"resolution {resolution} is below the {MIN_RESOLUTION[arch]} px that {arch} accepts")
+    check_input_size(arch, network_def(arch), [resolution])
     b1, b2 = batch_sizes
     if not MIN_BATCH <= b1 < b2:
         raise CxrError(f"probe batch sizes {b1}, {b2} must rise from at least {MIN_BATCH}")
@@ -285,7 +285,7 @@ def read_probe_csv(path) -> list[ProbeResult]:
             raise CxrError(f"{where}: {exc}") from exc
         if res.arch not in ARCHS:
             raise CxrError(f"{where}: architecture {res.arch!r} is not one of {', '.join(ARCHS)}")
-        if res.resolution < MIN_RESOLUTION[res.arch]:
+        if not accepts(network_def(res.arch), res.resolution):
             raise CxrError(f"{where}: {res.arch} does not take {res.resolution} px")
         if not (res.per_image_mb > 0 and res.fixed_mb >= 0 and res.budget_mb > 0) or not all(
                 map(math.isfinite, (res.budget_mb, res.fixed_mb, res.per_image_mb))):

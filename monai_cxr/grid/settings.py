@@ -5,13 +5,16 @@ Torch-free, so the command line, the grid and the bundle's speed options share o
 
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, dataclass, field, fields
 
 from monai_cxr.errors import CxrError
 
-__all__ = ["AMP_MODES", "GridSettings", "amp_mode", "grid_defaults"]
+__all__ = ["AMP_MODES", "TASKS", "GridSettings", "amp_mode", "grid_defaults", "pretrained_map", "tasks"]
 
 AMP_MODES = ("off", "fp16", "bf16")
+# binary: one network per (label, arch, resolution, seed); multilabel: one per (arch, resolution, seed) for all labels
+TASKS = ("binary", "multilabel")
 
 
 def amp_mode(value) -> str:
@@ -26,6 +29,43 @@ def amp_mode(value) -> str:
 
 # Settings generate works out rather than takes (no option sets them).
 DERIVED = ("batch_sizes",)
+
+
+def tasks(value) -> list[str]:
+    """The grid's tasks: ``binary``, ``multilabel`` or both (a list or ``"binary,multilabel"``), in that order."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    out = [str(v).strip().lower() for v in items if str(v).strip()]
+    bad = [v for v in out if v not in TASKS]
+    if bad or not out:
+        raise CxrError(f"task {(bad or [value])[0]!r} is not one of {', '.join(TASKS)}")
+    return [t for t in TASKS if t in out]
+
+
+def pretrained_map(value, archs) -> dict[str, str]:
+    """``{arch: path}`` from a mapping, ``"ARCH=PATH,ARCH=PATH"``, or one bare path (only for a one-architecture grid,
+    as the old ``--initial-weights`` gave it)."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    text = str(value)
+    if "=" not in text.split(",")[0]:
+        if len(archs) != 1:
+            raise CxrError(f"pretrained weights {text!r} name no architecture but the grid has {len(archs)}; "
+                           f"give --pretrained ARCH=PATH for each")
+        return {str(archs[0]): text}
+    out = {}
+    for item in re.split(r",(?=\s*[A-Za-z0-9][A-Za-z0-9._-]*=)", text):  # a path may hold a comma
+        arch, _, path = item.partition("=")
+        arch, path = arch.strip(), path.strip()
+        if not arch or not path:
+            raise CxrError(f"pretrained weights {item!r} is not ARCH=PATH (e.g. resnet34=resnet34-b627a593.pth)")
+        if arch in out:
+            raise CxrError(f"pretrained weights for {arch!r} are given twice")
+        out[arch] = path
+    return out
+
+
 # Setting names that differ from the template's config keys (the template keeps its own names).
 TEMPLATE_KEYS = {"loader_workers": "num_workers"}
 
@@ -52,7 +92,9 @@ class GridSettings:
     val_interval: int = 1
     loader_workers: int = 0
     amp: str = "off"
-    initial_weights: str | None = None
+    pretrained: dict[str, str] = field(default_factory=dict)
+    arch_file: str | None = None
+    task: list[str] = field(default_factory=lambda: ["binary"])
     channels_last: bool = False
     cudnn_benchmark: bool = False
     pin_memory: bool = False
@@ -64,6 +106,8 @@ class GridSettings:
 
     def __post_init__(self) -> None:
         self.amp = amp_mode(self.amp)
+        self.task = tasks(self.task)
+        self.pretrained = pretrained_map(self.pretrained, self.archs)
 
     def check(self) -> None:
         """Refuse, in one line, training settings no cell could use (before anything is written)."""
@@ -101,7 +145,7 @@ class GridSettings:
     def bundle_values(self) -> dict:
         """The template keys every cell shares (JSON values), under the template's names."""
         keys = ("epochs", "subsample", "balanced", "learning_rate", "weight_decay",
-                "augment_prob", "val_interval", "loader_workers", "amp", "initial_weights",
+                "augment_prob", "val_interval", "loader_workers", "amp",
                 "channels_last", "cudnn_benchmark", "pin_memory")
         return {TEMPLATE_KEYS.get(k, k): getattr(self, k) for k in keys}
 

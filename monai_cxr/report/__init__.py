@@ -4,8 +4,8 @@
 (``study.json``, ``data/index.csv``, ``data/split.csv`` and each grid cell's ``cell.json``,
 ``predictions.csv`` and ``run.json``) and writes into ``STUDY/report/`` (or ``out_dir``)::
 
-    verdict.csv       per label x arch: the best size and the smallest sufficient one
-    pooled.csv        per label x arch x size: the seeds' AUCs pooled
+    verdict.csv       per label x task x arch: the best size and the smallest sufficient one
+    pooled.csv        per label x task x arch x size: the seeds' AUCs pooled
     comparisons.csv   pooled paired tests between sizes, Holm-adjusted within a label
     summary.csv       one row per finished cell
     paper.csv         the paper's 64 vs 320 px values beside ours (only where the study has them)
@@ -40,6 +40,7 @@ from monai_cxr.report.tables import (
     comparison_table,
     groups,
     pooled_table,
+    shown_archs,
     summary_table,
     verdict_table,
 )
@@ -123,12 +124,13 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
         command.append(f"--figure-labels {','.join(figure_labels)}")
     if not tensorboard:
         command.append("--no-tensorboard")
-    write_text(out / "report.md", report_markdown(study, tables, figures, " ".join(command)))
+    shown = {name: shown_archs(frame) for name, frame in tables.items()}  # "resnet34 (multilabel)" in words
+    write_text(out / "report.md", report_markdown(study, shown, figures, " ".join(command)))
     if tensorboard:
-        texts = {"verdict": verdict_markdown(tables["verdict"]), "pooled": pooled_markdown(tables["pooled"]),
-                 "summary": summary_markdown(tables["summary"])}
+        texts = {"verdict": verdict_markdown(shown["verdict"]), "pooled": pooled_markdown(shown["pooled"]),
+                 "summary": summary_markdown(shown["summary"])}
         write_tensorboard(study, tables["summary"], tables["pooled"], figures, texts, out)
     log.info(f"report: wrote {out / 'report.md'}")
-    for line in verdict_text(tables["verdict"]):
+    for line in verdict_text(shown["verdict"]):
         log.info(line)
     return out

@@ -29,6 +29,7 @@ from sklearn.metrics import roc_curve
 
 from monai_cxr.fileio import atomic_write
 from monai_cxr.grid.cells import label_slug
+from monai_cxr.report.tables import shown_archs
 
 SYNTHETIC_NOTE = "synthetic phantom data"
 PAPER_LABELS = ("Mass", "Nodule")  # Fig. 4 of the paper
@@ -313,7 +314,7 @@ def roc_curves(label: str, groups_: list, summary, out_dir: Path, synthetic: boo
             fpr, tpr, _ = roc_curve(g.y, s)
             colour = cmap(i / max(len(resolutions) - 1, 1) * 0.9)
             ax.plot(fpr, tpr, color=colour, linewidth=1.2, label=f"{r} px")
-            row = summary[(summary["label"] == g.label) & (summary["arch"] == g.arch)
+            row = summary[(summary["label"] == g.label) & (summary["arch"] == g.shown_arch)
                           & (summary["resolution"] == r) & (summary["seed"] == seed)]
             if len(row) and not math.isnan(row["sensitivity"].iloc[0]) and not math.isnan(row["specificity"].iloc[0]):
                 ax.plot([1 - row["specificity"].iloc[0]], [row["sensitivity"].iloc[0]], marker="o",
@@ -323,7 +324,7 @@ def roc_curves(label: str, groups_: list, summary, out_dir: Path, synthetic: boo
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
         ax.set_xlabel("1 - specificity")
-        ax.set_title(esc(g.arch))
+        ax.set_title(esc(g.shown_arch))
         ax.legend(loc="lower right", fontsize=7)
     axes[0].set_ylabel("sensitivity")
     seed_text = f"seed {min(seeds_used)}" if len(seeds_used) == 1 else "first seed of each size"
@@ -337,8 +338,12 @@ def roc_curves(label: str, groups_: list, summary, out_dir: Path, synthetic: boo
 
 def make_figures(summary, pooled, comparisons, verdict, groups_: dict, out_dir, synthetic: bool,
                  labels=None) -> list[Drawn]:
-    """Draw every figure that the tables allow; figures this run cannot draw are removed."""
+    """Draw every figure that the tables allow; figures this run cannot draw are removed.
+
+    A multi-label result is drawn as an architecture of its own, ``resnet34 (multilabel)``, beside the binary one.
+    """
     out_dir = Path(out_dir)
+    summary, pooled, comparisons, verdict = (shown_archs(t) for t in (summary, pooled, comparisons, verdict))
     with matplotlib.rc_context(STYLE):
         made = [verdict_figure(pooled, verdict, out_dir, synthetic),
                 auc_vs_resolution(pooled, out_dir, synthetic),
@@ -346,8 +351,8 @@ def make_figures(summary, pooled, comparisons, verdict, groups_: dict, out_dir, 
                 architectures(pooled, out_dir, synthetic, labels),
                 tradeoff(summary, out_dir, synthetic)]
         by_label: dict[str, list] = {}
-        for (label, _), g in groups_.items():
-            by_label.setdefault(label, []).append(g)
+        for g in groups_.values():
+            by_label.setdefault(g.label, []).append(g)
         made += [roc_curves(label, gs, summary, out_dir, synthetic) for label, gs in by_label.items()]
     made = [d for d in made if d is not None]
     names = {d.name for d in made}

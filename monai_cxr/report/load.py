@@ -10,6 +10,12 @@ Every finished cell's ``predictions.csv`` is checked against ``data/split.csv`` 
 that are not unknown (-1), with the index's truth. A truncated or stale file is a one-line
 error naming the file and the first mismatch, never a quietly smaller AUC.
 
+A multi-label cell (``cell.json`` has ``task: multilabel`` and ``labels``; its ``predictions.csv`` has a
+``finding`` column, one row per image and finding) is read as one *virtual cell* per finding with
+``task="multilabel"``, named ``<folder>/<label-slug>``: each is checked and reported exactly as a binary
+cell of that finding would be, so binary and multi-label results stand side by side (``task`` tells them
+apart in every table).
+
 Each label is scored on one fold, so that all its cells are compared on the same images:
 ``test`` when every finished cell of the label has test predictions, else ``val`` (then
 checkpoint selection and scoring used the same images and the AUCs are optimistic).
@@ -25,17 +31,20 @@ import numpy as np
 import pandas as pd
 
 from monai_cxr.errors import CxrError
+from monai_cxr.grid.cells import label_slug
 from monai_cxr.studydir import stale_reason
 
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
 SCORED_FOLDS = ("val", "test")
 CELL_KEYS = ("label", "arch", "resolution", "seed")
+MULTILABEL_KEYS = ("labels", "arch", "resolution", "seed")
+TASKS = ("binary", "multilabel")
 UNKNOWN = -1
 
 
 @dataclass
 class Cell:
-    """One grid cell: its identity, and for a finished cell its run record and predictions."""
+    """One grid cell (or one finding of a multi-label cell): its identity, its run record and predictions."""
 
     name: str
     label: str
@@ -47,6 +56,7 @@ class Cell:
     # pandas.DataFrame for a finished cell: image_id, patient_id, fold, label, score, sorted by fold, image_id
     predictions: object = None
     reason: str = ""  # why a grid cell is not reported (missing, or stale)
+    task: str = "binary"  # "multilabel": one finding of a network trained for several
     _arrays: dict = field(default_factory=dict, repr=False)
 
     def arrays(self, fold: str):
@@ -63,7 +73,7 @@ class Cell:
 
     @property
     def key(self) -> tuple:
-        return (self.label, self.arch, self.resolution, self.seed)
+        return (self.label, self.task, self.arch, self.resolution, self.seed)
 
 
 @dataclass
@@ -107,7 +117,8 @@ def read_predictions(path: Path):
     """Read a cell's ``predictions.csv``, checking the contract's columns, 0/1 labels and folds.
 
     A file without ``fold`` (written before test folds existed) holds val predictions;
-    ``frame.attrs["has_fold"]`` says which kind it was.
+    ``frame.attrs["has_fold"]`` says which kind it was. A multi-label cell's file also has ``finding``;
+    an image may then appear once per finding.
     """
     frame = _read_table(path)
     absent = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
@@ -126,9 +137,11 @@ def read_predictions(path: Path):
     score = pd.to_numeric(frame["score"], errors="coerce")
     if not np.isfinite(score.to_numpy(dtype=float)).all():
         raise CxrError(f"{path}: column score must hold finite numbers (found empty, text or inf)")
-    if frame["image_id"].duplicated().any():
-        dup = frame.loc[frame["image_id"].duplicated(), "image_id"].iloc[0]
-        raise CxrError(f"{path}: image_id {dup!r} appears more than once")
+    keys = ["finding", "image_id"] if "finding" in frame.columns else ["image_id"]
+    if frame.duplicated(keys).any():
+        dup = frame.loc[frame.duplicated(keys), "image_id"].iloc[0]
+        once = " for one finding" if len(keys) > 1 else ""
+        raise CxrError(f"{path}: image_id {dup!r} appears more than once{once}")
     frame["label"] = frame["label"].astype(int)
     frame["score"] = score.astype(float)
     # in image_id order within a fold, so cells on the same images pair up row by row
@@ -195,13 +208,17 @@ def check_predictions(path: Path, frame, label: str, expected: dict, has_fold: b
                            f"says {want[row['image_id']]} for {label!r}")
 
 
-def _read_cell(folder: Path) -> Cell:
-    """A grid cell's identity and, when it finished, its run record; predictions come later."""
+def _read_cell(folder: Path) -> list[Cell]:
+    """A grid cell's identity and, when it finished, its run record; predictions come later.
+
+    A multi-label cell gives one :class:`Cell` per finding (``task="multilabel"``, sharing folder and record).
+    """
     if not (folder / "cell.json").is_file():
-        return Cell(name=folder.name, label="", arch="", resolution=0, seed=0, path=folder,
-                    reason="not generated (no cell.json)")
+        return [Cell(name=folder.name, label="", arch="", resolution=0, seed=0, path=folder,
+                     reason="not generated (no cell.json)")]
     info = _read_json(folder / "cell.json")
-    absent = [k for k in CELL_KEYS if k not in info]
+    multilabel = info.get("task") == "multilabel"
+    absent = [k for k in (MULTILABEL_KEYS if multilabel else CELL_KEYS) if k not in info]
     if absent:
         raise CxrError(f"{folder / 'cell.json'} lacks {', '.join(absent)}")
     try:
@@ -209,15 +226,40 @@ def _read_cell(folder: Path) -> Cell:
     except (TypeError, ValueError):
         raise CxrError(f"{folder / 'cell.json'}: resolution and seed must be integers, got "
                        f"{info['resolution']!r} and {info['seed']!r}") from None
-    cell = Cell(name=folder.name, label=str(info["label"]), arch=str(info["arch"]),
-                resolution=resolution, seed=seed, path=folder)
+    if multilabel and (not isinstance(info["labels"], list) or not info["labels"]):
+        raise CxrError(f"{folder / 'cell.json'}: labels must be a non-empty list, got {info['labels']!r}")
+    labels = [str(x) for x in info["labels"]] if multilabel else [str(info["label"])]
+    cells = [Cell(name=f"{folder.name}/{label_slug(label)}" if multilabel else folder.name, label=label,
+                  arch=str(info["arch"]), resolution=resolution, seed=seed, path=folder,
+                  task="multilabel" if multilabel else "binary") for label in labels]
+    reason, run = "", None
     if not (folder / "run.json").exists():
-        cell.reason = "not run yet (no run.json)"
+        reason = "not run yet (no run.json)"
     elif not (folder / "predictions.csv").exists():
-        cell.reason = "run.json without predictions.csv"
+        reason = "run.json without predictions.csv"
     else:
-        cell.run = _read_json(folder / "run.json")
-    return cell
+        run = _read_json(folder / "run.json")
+    for cell in cells:
+        cell.reason, cell.run = reason, run
+    return cells
+
+
+def _by_finding(path: Path, frame, cells: list[Cell]) -> dict:
+    """A multi-label cell's predictions split by finding (each as a binary cell's would be)."""
+    if "finding" not in frame.columns:
+        raise CxrError(f"{path} lacks column finding; a multi-label cell's predictions have one row per image "
+                       f"and finding")
+    findings = frame["finding"].astype(str)
+    known = {c.label for c in cells}
+    other = sorted(set(findings) - known)
+    if other:
+        raise CxrError(f"{path}: finding {other[0]!r} is not one of the cell's labels in cell.json")
+    out = {}
+    for cell in cells:
+        part = frame[findings == cell.label].drop(columns="finding").reset_index(drop=True)
+        part.attrs["has_fold"] = frame.attrs["has_fold"]
+        out[cell.label] = part
+    return out
 
 
 def grid_cells(path: Path, settings: dict) -> list[str]:
@@ -242,19 +284,23 @@ def load_study(study_dir) -> Study:
     bundles = path / "bundles"
     truth = None
     for name in names:
-        cell = _read_cell(bundles / name)
-        reason = stale_reason(path, cell.path) if cell.run is not None else None
-        if reason:  # results of other data or configs are never reported as current
-            cell.run, cell.reason = None, f"stale: {reason}"
-        if cell.run is None or cell.reason:
-            study.missing.append(cell)
+        cells = _read_cell(bundles / name)
+        reason = stale_reason(path, cells[0].path) if cells[0].run is not None else None
+        for cell in cells:
+            if reason:  # results of other data or configs are never reported as current
+                cell.run, cell.reason = None, f"stale: {reason}"
+        if cells[0].run is None or cells[0].reason:
+            study.missing.extend(cells)
             continue
         truth = truth or Truth(path)
-        pred_path = cell.path / "predictions.csv"
-        cell.predictions = read_predictions(pred_path)
-        check_predictions(pred_path, cell.predictions, cell.label, truth.expected(cell.label, pred_path),
-                          cell.predictions.attrs["has_fold"])
-        study.finished.append(cell)
+        pred_path = cells[0].path / "predictions.csv"
+        frame = read_predictions(pred_path)
+        parts = _by_finding(pred_path, frame, cells) if cells[0].task == "multilabel" else {cells[0].label: frame}
+        for cell in cells:
+            cell.predictions = parts[cell.label]
+            check_predictions(pred_path, cell.predictions, cell.label, truth.expected(cell.label, pred_path),
+                              cell.predictions.attrs["has_fold"])
+            study.finished.append(cell)
     listed = set(names)
     study.ignored = sorted(p.name for p in bundles.iterdir() if p.is_dir() and p.name not in listed) \
         if bundles.is_dir() else []
@@ -264,7 +310,7 @@ def load_study(study_dir) -> Study:
     keys = [c.key for c in study.finished]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
-        raise CxrError(f"two finished cells share label, arch, resolution, seed {dup}")
+        raise CxrError(f"two finished cells share label, task, arch, resolution, seed {dup}")
     for label in sorted({c.label for c in study.finished}):
         cells = [c for c in study.finished if c.label == label]
         study.folds[label] = "test" if all("test" in c.folds for c in cells) else "val"

@@ -246,8 +246,10 @@ def _what_was_run(study, summary, command) -> list[str]:
                 if k not in ("labels", "resolutions", "archs", "seeds", "epochs", "cells")}
         if rest:
             lines.append("- Other settings: " + ", ".join(f"{k}={v}" for k, v in rest.items()))
-    n_grid = len(study.finished) + len(study.missing)
-    lines.append(f"- Cells finished: {len(study.finished)} of the grid's {n_grid}")
+    folders = {c.path for c in study.finished}, {c.path for c in study.finished + study.missing}
+    lines.append(f"- Cells finished: {len(folders[0])} of the grid's {len(folders[1])}"
+                 + (" (a multi-label cell is one network, reported per finding)"
+                    if any(c.task == "multilabel" for c in study.finished + study.missing) else ""))
     threads = sorted({int(t) for t in pd.to_numeric(summary["torch_threads"], errors="coerce").dropna()})
     if threads:
         lines.append(f"- Torch threads per cell: {_join(threads)} (column `threads` below; results differ with the "
@@ -363,5 +365,8 @@ def _methods(verdict) -> list[str]:
          "(`monai_cxr.stats.sufficient_resolution`)."),
         ("- ROC curves show one seed (named in each figure), not a pooled curve; every other figure plots "
          "pooled values."),
-        "",
-    ]
+    ] + ([("- Multi-label: an architecture shown as `ARCH (multilabel)` (`task` multilabel in the CSV files) is one "
+           "network per size and seed trained on all the grid's labels at once (cross-entropy over the labels, "
+           "unknown ones left out), read out for this finding; it is scored on the same images as the binary "
+           "networks and pooled, compared and judged on its own, never with them.")]
+         if "task" in verdict.columns and (verdict["task"] == "multilabel").any() else []) + [""]

@@ -46,7 +46,7 @@ PUBLISHED = (
 )
 
 PAPER_COLUMNS = [
-    "label", "arch", "fold", "n_seeds_low", "n_seeds_high", "resolution_low", "resolution_high",
+    "label", "task", "arch", "fold", "n_seeds_low", "n_seeds_high", "resolution_low", "resolution_high",
     "auc_low", "auc_low_se", "auc_high", "auc_high_se", "ratio", "ratio_se", "ratio_ci_low", "ratio_ci_high",
     "paper_auc_low", "paper_auc_high", "paper_ratio", "paper_ratio_sd", "paper_ratio_low", "paper_ratio_high",
     "within",
@@ -54,12 +54,12 @@ PAPER_COLUMNS = [
 
 
 def paper_table(groups: dict, level: float = 0.95):
-    """Our pooled 64 px vs 320 px values beside the published ones, one row per label x arch.
+    """Our pooled 64 px vs 320 px values beside the published ones, one row per label x task x arch.
 
     Parameters
     ----------
     groups : dict
-        ``{(label, arch): Group}`` from :func:`monai_cxr.report.tables.groups` (usable groups only).
+        ``{(label, task, arch): Group}`` from :func:`monai_cxr.report.tables.groups` (usable groups only).
 
     Returns
     -------
@@ -67,7 +67,8 @@ def paper_table(groups: dict, level: float = 0.95):
     ``within`` is True when our ratio's CI overlaps the published ratio +/- 1.96 SD.
     """
     rows = []
-    for (label, arch), group in groups.items():
+    for group in groups.values():
+        label, arch = group.label, group.arch
         pub = next((p for p in PUBLISHED if _key(p.label) == _key(label)), None)
         if pub is None or not {pub.low, pub.high} <= set(group.scores):
             continue
@@ -76,7 +77,7 @@ def paper_table(groups: dict, level: float = 0.95):
         low, high = pub.ratio - Z95 * pub.ratio_sd, pub.ratio + Z95 * pub.ratio_sd
         within = bool(d.ratio_ci_low <= high and d.ratio_ci_high >= low) if not math.isnan(d.ratio) else None
         rows.append({
-            "label": label, "arch": arch, "fold": group.fold, "n_seeds_low": d.n_seeds_a,
+            "label": label, "task": group.task, "arch": arch, "fold": group.fold, "n_seeds_low": d.n_seeds_a,
             "n_seeds_high": d.n_seeds_b, "resolution_low": pub.low, "resolution_high": pub.high,
             "auc_low": d.auc_a, "auc_low_se": lo_se, "auc_high": d.auc_b, "auc_high_se": hi_se,
             "ratio": d.ratio, "ratio_se": d.ratio_se, "ratio_ci_low": d.ratio_ci_low,

@@ -19,6 +19,10 @@ paired test.
 ``verdict_table``: one row per label x arch: the best size and the smallest size non-inferior
 to it at ``margin`` (:func:`monai_cxr.stats.sufficient_resolution`).
 
+Every table has ``task``: ``binary`` (a network of one finding) or ``multilabel`` (that finding's output of
+one network trained for all the grid's labels); rows of the two tasks are never pooled or compared with
+each other, so a report puts them side by side.
+
 Columns that need a word (``summary.csv``):
     fold                  the fold the AUC is computed on (``test``, else ``val``)
     n_pos, n_neg          images of each class in that fold (the DeLong m and n)
@@ -75,22 +79,22 @@ from monai_cxr.stats import (
 )
 
 SUMMARY_COLUMNS = [
-    "label", "arch", "resolution", "seed", "fold", "n_pos", "n_neg", "auc", "auc_se", "auc_ci_low",
+    "label", "task", "arch", "resolution", "seed", "fold", "n_pos", "n_neg", "auc", "auc_se", "auc_ci_low",
     "auc_ci_high", "val_auc", "youden_threshold", "sensitivity", "specificity", "accuracy_youden",
     "accuracy_050", "batch_size", "images_per_s", "peak_mem_mb", "train_seconds", "epochs",
     "best_epoch", "torch_threads", "device", "init", "learning_rate", "note",
 ]
 POOLED_COLUMNS = [
-    "label", "arch", "resolution", "fold", "n_seeds", "seeds", "n_pos", "n_neg", "auc_mean", "auc_sd",
+    "label", "task", "arch", "resolution", "fold", "n_seeds", "seeds", "n_pos", "n_neg", "auc_mean", "auc_sd",
     "auc_se", "auc_ci_low", "auc_ci_high", "df", "note",
 ]
 COMPARISON_COLUMNS = [
-    "label", "arch", "fold", "resolution_a", "resolution_b", "kind", "n_seeds_a", "n_seeds_b", "n_cases",
+    "label", "task", "arch", "fold", "resolution_a", "resolution_b", "kind", "n_seeds_a", "n_seeds_b", "n_cases",
     "auc_a", "auc_b", "diff", "diff_se", "diff_ci_low", "diff_ci_high", "df", "z", "p_value", "p_holm",
     "ratio", "ratio_se", "ratio_ci_low", "ratio_ci_high",
 ]
 VERDICT_COLUMNS = [
-    "label", "arch", "fold", "n_seeds", "resolutions", "best_resolution", "auc_best", "auc_best_se",
+    "label", "task", "arch", "fold", "n_seeds", "resolutions", "best_resolution", "auc_best", "auc_best_se",
     "sufficient_resolution", "auc_sufficient", "auc_sufficient_se", "diff", "diff_se", "margin", "alpha",
     "p_value", "p_holm", "non_inferior", "note",
 ]
@@ -98,6 +102,18 @@ RUN_FIELDS = ("batch_size", "images_per_s", "peak_mem_mb", "train_seconds", "epo
               "best_epoch", "torch_threads", "device", "learning_rate")
 DEFAULT_REFERENCE = 320
 DEFAULT_MARGIN = 0.02
+
+
+def shown_arch(arch: str, task: str = "binary") -> str:
+    """An architecture as figures and report.md name it: ``resnet34``, or ``resnet34 (multilabel)``."""
+    return str(arch) if task == "binary" else f"{arch} ({task})"
+
+
+def shown_archs(frame):
+    """``frame`` with each multi-label row's ``arch`` as :func:`shown_arch` names it, for figures and report.md."""
+    if not len(frame) or "task" not in frame.columns or (frame["task"] == "binary").all():
+        return frame
+    return frame.assign(arch=[shown_arch(a, t) for a, t in zip(frame["arch"], frame["task"])])
 
 
 def check_margin(margin) -> float:
@@ -173,18 +189,19 @@ def summary_table(study: Study, level: float = 0.95):
     """One row per finished cell, sorted by label, arch, seed, resolution."""
     rows = []
     for cell in study.finished:
-        row = {"label": cell.label, "arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed}
+        row = {"label": cell.label, "task": cell.task, "arch": cell.arch, "resolution": cell.resolution,
+               "seed": cell.seed}
         row.update(cell_metrics(cell, study.folds[cell.label], level))
         row.update({k: cell.run.get(k) for k in RUN_FIELDS})
         row["init"] = init_source(cell.run)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    return frame.sort_values(["label", "arch", "seed", "resolution"], ignore_index=True)
+    return frame.sort_values(["label", "task", "arch", "seed", "resolution"], ignore_index=True)
 
 
 @dataclass
 class Group:
-    """The cells of one label x arch on their scored fold: seeds stacked per resolution."""
+    """The cells of one label x task x arch on their scored fold: seeds stacked per resolution."""
 
     label: str
     arch: str
@@ -194,6 +211,11 @@ class Group:
     scores: dict = field(default_factory=dict)  # resolution -> (S, n) scores, rows in seed order
     seeds: dict = field(default_factory=dict)  # resolution -> [seed, ...]
     pooled: dict = field(default_factory=dict)  # resolution -> PooledAUC (usable groups only)
+    task: str = "binary"
+
+    @property
+    def shown_arch(self) -> str:
+        return shown_arch(self.arch, self.task)
 
     @property
     def note(self) -> str:
@@ -202,15 +224,16 @@ class Group:
 
 
 def groups(study: Study, level: float = 0.95) -> dict:
-    """``{(label, arch): Group}`` of the finished cells, sorted; seeds aligned by image_id."""
+    """``{(label, task, arch): Group}`` of the finished cells, sorted; seeds aligned by image_id."""
     out: dict[tuple, Group] = {}
-    for cell in sorted(study.finished, key=lambda c: (c.label, c.arch, c.resolution, c.seed)):
+    for cell in sorted(study.finished, key=lambda c: (c.label, c.task, c.arch, c.resolution, c.seed)):
         fold = study.folds[cell.label]
         ids, y, s = cell.arrays(fold)
-        group = out.setdefault((cell.label, cell.arch), Group(cell.label, cell.arch, fold, ids, y))
+        group = out.setdefault((cell.label, cell.task, cell.arch),
+                               Group(cell.label, cell.arch, fold, ids, y, task=cell.task))
         if not (np.array_equal(ids, group.ids) and np.array_equal(y, group.y)):  # load checked both
             raise CxrError(f"cell {cell.name} was scored on other {fold} images than the rest of "
-                           f"{cell.label!r} x {cell.arch}")
+                           f"{cell.label!r} x {group.shown_arch}")
         group.seeds.setdefault(cell.resolution, []).append(cell.seed)
         group.scores[cell.resolution] = np.vstack([group.scores[cell.resolution], s]) \
             if cell.resolution in group.scores else s[None, :]
@@ -221,11 +244,12 @@ def groups(study: Study, level: float = 0.95) -> dict:
 
 
 def pooled_table(groups_: dict):
-    """One row per label x arch x resolution: the seeds' AUCs pooled."""
+    """One row per label x task x arch x resolution: the seeds' AUCs pooled."""
     rows = []
-    for (label, arch), g in groups_.items():
+    for g in groups_.values():
         for r in sorted(g.scores):
-            row = {"label": label, "arch": arch, "resolution": r, "fold": g.fold, "n_seeds": len(g.seeds[r]),
+            row = {"label": g.label, "task": g.task, "arch": g.arch, "resolution": r, "fold": g.fold,
+                   "n_seeds": len(g.seeds[r]),
                    "seeds": " ".join(map(str, g.seeds[r])), "n_pos": int(g.y.sum()),
                    "n_neg": int(len(g.y) - g.y.sum()), "note": g.note}
             p = g.pooled.get(r)
@@ -274,13 +298,14 @@ def add_holm(frame, by: str = "label"):
 def comparison_table(groups_: dict, reference_resolution: int | None = None, level: float = 0.95):
     """Pooled paired comparisons between resolutions, Holm-adjusted within each label."""
     rows = []
-    for (label, arch), g in groups_.items():
+    for g in groups_.values():
         if g.note:
             continue
         resolutions = sorted(g.scores)
         for a, b, kind in pairs_to_test(resolutions, reference_for(resolutions, reference_resolution)):
             d = pooled_difference(g.y, g.scores[a], g.scores[b], level=level)
-            rows.append({"label": label, "arch": arch, "fold": g.fold, "resolution_a": a, "resolution_b": b,
+            rows.append({"label": g.label, "task": g.task, "arch": g.arch, "fold": g.fold, "resolution_a": a,
+                         "resolution_b": b,
                          "kind": kind, "n_seeds_a": d.n_seeds_a, "n_seeds_b": d.n_seeds_b, "n_cases": len(g.y),
                          "auc_a": d.auc_a, "auc_b": d.auc_b, "diff": d.diff, "diff_se": d.se,
                          "diff_ci_low": d.ci_low, "diff_ci_high": d.ci_high, "df": d.df, "z": d.z,
@@ -291,12 +316,12 @@ def comparison_table(groups_: dict, reference_resolution: int | None = None, lev
 
 
 def verdict_table(groups_: dict, margin: float = DEFAULT_MARGIN, alpha: float = 0.05):
-    """Per label x arch: the best size and the smallest size non-inferior to it at ``margin``."""
+    """Per label x task x arch: the best size and the smallest size non-inferior to it at ``margin``."""
     margin = check_margin(margin)
     rows = []
-    for (label, arch), g in groups_.items():
+    for g in groups_.values():
         resolutions = sorted(g.scores)
-        row = {"label": label, "arch": arch, "fold": g.fold,
+        row = {"label": g.label, "task": g.task, "arch": g.arch, "fold": g.fold,
                "n_seeds": min(len(s) for s in g.seeds.values()), "resolutions": " ".join(map(str, resolutions)),
                "margin": margin, "alpha": alpha, "note": g.note}
         if not g.note:

@@ -1,19 +1,21 @@
 """The study-level TensorBoard log: one run per cell (HParams session + training curves), figures, tables.
 
 ``tensorboard --logdir STUDY/report/tensorboard`` shows, per cell, one run named exactly as its
-bundle folder (``{label-slug}__{arch}__r{R}__s{seed}``) holding both the cell's HParams session
+bundle folder (``{label-slug}__{arch}__r{R}__s{seed}``; a finding of a multi-label cell
+``multilabel__{arch}__r{R}__s{seed}/{label-slug}``) holding both the cell's HParams session
 and its training curves (the event files of ``bundles/<cell>/logs/`` are copied in), so each
 session in the HParams dashboard links to its own curves. Layout of ``DIR/tensorboard/``:
 
-- ``<cell>/``: the HParams session: hparams ``label, arch, resolution, seed`` and whichever of
+- ``<cell>/``: the HParams session: hparams ``label, task, arch, resolution, seed`` and whichever of
   ``learning_rate, epochs, batch_size, init, torch_threads, device`` the cells recorded
   (``run.json``, else the grid in ``study.json``); metrics ``hparam/auc``, ``hparam/auc_se`` (the
   cell's, on its scored fold) and ``hparam/pooled_auc``, ``hparam/pooled_auc_se``,
   ``hparam/pooled_auc_sd`` (its label x arch x resolution over seeds); NaN where undefined. Every
   session declares the same discrete domains, so the dashboard compares all cells. Sub-folders of
   a cell's ``logs/`` become child runs ``<cell>/<sub>``.
-- top level: scalars ``auc/<label-slug>/<arch>`` (pooled AUC, the resolution as the step), the
-  report's figures as images (``figures/<name>``) and the verdict, pooled and summary tables as text.
+- top level: scalars ``auc/<label-slug>/<arch>`` (``<arch>-multilabel`` for a multi-label result;
+  pooled AUC, the resolution as the step), the report's figures as images (``figures/<name>``) and
+  the verdict, pooled and summary tables as text.
 
 The log is written beside the old one and swapped in, so a rerun never mixes events.
 """
@@ -41,8 +43,6 @@ def _settings(cell, grid: dict) -> dict:
     out = {}
     for key, kind in SETTINGS.items():
         value = init_source(cell.run) if key == "init" else cell.run.get(key)
-        if key == "init" and value is None and "initial_weights" in grid:
-            value = "pretrained" if grid["initial_weights"] else "scratch"
         if value is None:
             value = grid.get(key)
         if value is not None:
@@ -57,7 +57,7 @@ def _hparams(cells, grid: dict) -> dict:
     """``{cell name: hparam dict}``; a setting is kept only where every cell gives it one type."""
     out = {}
     for cell in cells:
-        out[cell.name] = {"label": cell.label, "arch": cell.arch, "resolution": cell.resolution,
+        out[cell.name] = {"label": cell.label, "task": cell.task, "arch": cell.arch, "resolution": cell.resolution,
                           "seed": cell.seed, **_settings(cell, grid)}
     for key in SETTINGS:
         types = {type(h[key]) for h in out.values() if key in h}
@@ -90,11 +90,11 @@ def write_tensorboard(study, summary, pooled, figures: list, texts: dict, out_di
 
     hparams = _hparams(study.finished, study.settings.get("grid") or {})
     domains = _domains(hparams)
-    rows = summary.set_index(["label", "arch", "resolution", "seed"])
-    pool = pooled.set_index(["label", "arch", "resolution"])
+    rows = summary.set_index(["label", "task", "arch", "resolution", "seed"])
+    pool = pooled.set_index(["label", "task", "arch", "resolution"])
     with SummaryWriter(log_dir=str(tmp)) as writer:
         for cell in study.finished:
-            row, p = rows.loc[cell.key], pool.loc[(cell.label, cell.arch, cell.resolution)]
+            row, p = rows.loc[cell.key], pool.loc[(cell.label, cell.task, cell.arch, cell.resolution)]
             # the same metric keys in every session (NaN where undefined): each carries the
             # experiment definition, and the dashboard reads whichever it finds first
             metrics = {"hparam/auc": _f(row["auc"]), "hparam/auc_se": _f(row["auc_se"]),
@@ -107,9 +107,10 @@ def write_tensorboard(study, summary, pooled, figures: list, texts: dict, out_di
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(event, dest)
         rated = pooled.dropna(subset=["auc_mean"])
-        for (label, arch), group in rated.groupby(["label", "arch"]):
+        for (label, task, arch), group in rated.groupby(["label", "task", "arch"]):
+            name = arch if task == "binary" else f"{arch}-{task}"
             for _, r in group.sort_values("resolution").iterrows():
-                writer.add_scalar(f"auc/{label_slug(label)}/{arch}", float(r["auc_mean"]),
+                writer.add_scalar(f"auc/{label_slug(label)}/{name}", float(r["auc_mean"]),
                                   global_step=int(r["resolution"]))
         for drawn in figures:
             image = mpimg.imread(drawn.png)[..., :3]  # RGBA floats in [0, 1] -> RGB
