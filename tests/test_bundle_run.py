@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_GRID, make_hand_study
+from PIL import Image
 
 from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.stats import delong
@@ -27,18 +29,21 @@ def test_properties_of_monais_train_and_infer_workflows_are_all_there(tmp_path, 
 
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12)
     (cell,) = generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    (cell / "inference" / "images").mkdir(parents=True)  # inference.json's dataset: image files to score
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(cell / "inference" / "images" / "x.png")
+    data_dirs = {"train": study / "data", "infer": cell / "inference" / "images"}
     monkeypatch.chdir(cell)  # bundle_root "." is the cell folder
     for files, kind in (("configs/train.json", "train"), ("configs/inference.json", "infer")):
         workflow = ConfigWorkflow(config_file=files, workflow_type=kind)
         workflow.initialize()
         assert workflow.check_properties() == [], files
-        assert os.path.samefile(workflow.dataset_dir, study / "data")
+        assert os.path.samefile(workflow.dataset_dir, data_dirs[kind])
     monkeypatch.chdir(tmp_path)  # elsewhere, with the cell's values: bundle_root given
     for names, kind in ((["train.json", "override.json"], "train"), (["inference.json", "override.json"], "infer")):
         workflow = ConfigWorkflow(config_file=configs(cell, *names), workflow_type=kind, bundle_root=str(cell))
         workflow.initialize()
         assert workflow.check_properties() == [], names
-        assert os.path.samefile(workflow.dataset_dir, study / "data")
+        assert os.path.samefile(workflow.dataset_dir, data_dirs[kind])
 
 
 def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_path):
@@ -111,12 +116,16 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     metrics = dict(line.split(",") for line in (cell / "eval" / "metrics.csv").read_text().splitlines())
     assert float(metrics["val_auc"]) == pytest.approx(run["best_val_auc"])
 
-    infer = ConfigWorkflow(config_file=configs(cell, "inference.json", "override.json"), workflow_type="infer",
-                           bundle_root=str(cell))
+    # inference.json scores image files: the val images as 8-bit PNGs of their cache rows score as validation did
+    cache = np.load(study / "data" / "cache" / "r16.npy")
+    (cell / "inference" / "images").mkdir(parents=True)
+    for d in datalist["validation"]:
+        Image.fromarray(cache[d["image"]]).save(cell / "inference" / "images" / d["image_id"])
+    infer = ConfigWorkflow(config_file=configs(cell, "inference.json"), workflow_type="infer", bundle_root=str(cell))
     infer.initialize()
     infer.run()
-    inferred = pd.read_csv(cell / "eval" / "inference.csv", dtype={"image_id": str, "patient_id": str})
-    assert inferred["score"].to_numpy() == pytest.approx(predictions["score"].to_numpy(), abs=1e-5)
+    inferred = pd.read_csv(cell / "inference" / "scores.csv", dtype={"image": str}).set_index("image")
+    assert inferred.loc[val["image_id"], "score"].to_numpy() == pytest.approx(val["score"].to_numpy(), abs=1e-5)
 
     train = configs(cell, "train.json", "override.json")
     verify_net_in_out(net_id="network_def", meta_file=str(cell / "configs" / "metadata.json"), config_file=train,
