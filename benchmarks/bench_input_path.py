@@ -14,8 +14,8 @@ repeats are interleaved across paths and the best counts (the machine is shared)
 - sorted: loader with ``sort_reads=True`` (rows read in ascending order, then put back in the batch's order);
 - +norm: loader, then ``DevicePreprocess()`` on the CPU (uint8 -> float32, per-image z-score);
 - +aug: loader, then ``DevicePreprocess(augment_prob=1)`` on the CPU (also a bilinear affine per image);
-- old, old+aug: the per-sample MONAI path of the template (``LoadCacheRowd`` + ``NormalizeIntensityd``
-  [+ ``RandAffined(prob=1)``] + ``EnsureTyped``, MONAI ``DataLoader``), float32 out.
+- old, old+aug: the template's former per-sample MONAI path (a cache row read per item, as its ``LoadCacheRowd``
+  did, + ``NormalizeIntensityd`` [+ ``RandAffined(prob=1)``] + ``EnsureTyped``, MONAI ``DataLoader``), float32 out.
 
 On a GPU, +norm and +aug run on the device instead; here they show what one CPU core would cost.
 """
@@ -58,12 +58,11 @@ def paths(cache_file: str, n: int, batch: int):
     import torch
     from monai.data import DataLoader as MonaiDataLoader
     from monai.data import Dataset
-    from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandAffined
+    from monai.transforms import Compose, EnsureTyped, Lambdad, NormalizeIntensityd, RandAffined
     from torch.utils.data import DataLoader
 
     from monai_cxr.cell.batches import CacheBatchDataset, DevicePreprocess, collate_batch
     from monai_cxr.cell.sampling import SubsampleSampler
-    from monai_cxr.cell.transforms import LoadCacheRowd
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, n)
@@ -88,7 +87,8 @@ def paths(cache_file: str, n: int, batch: int):
     cpu = torch.device("cpu")
 
     def old(aug: bool):
-        steps = [LoadCacheRowd("image", cache_file), NormalizeIntensityd("image")]
+        load = Lambdad("image", lambda row: cache[int(row)][None].astype(np.float32))  # the former LoadCacheRowd
+        steps = [load, NormalizeIntensityd("image")]
         if aug:
             steps.append(RandAffined("image", prob=1.0, rotate_range=0.09, scale_range=0.05, padding_mode="zeros"))
         steps.append(EnsureTyped(["image", "label"], dtype=torch.float32, track_meta=False))

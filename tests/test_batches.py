@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader as MonaiDataLoader
-from monai.transforms import Affine, Compose, NormalizeIntensityd
+from monai.transforms import Affine, NormalizeIntensity, NormalizeIntensityd
 from torch.utils.data import DataLoader
 
 from monai_cxr.cell.batches import (
@@ -20,7 +20,6 @@ from monai_cxr.cell.batches import (
     normalize_images,
 )
 from monai_cxr.cell.sampling import SubsampleSampler
-from monai_cxr.cell.transforms import LoadCacheRowd
 from monai_cxr.errors import CxrError
 
 N, R = 60, 24
@@ -41,7 +40,9 @@ def cache(tmp_path_factory):
 
 
 def old_path(cache_file):
-    return Compose([LoadCacheRowd("image", cache_file), NormalizeIntensityd("image")])
+    """The template's former per-sample path: a cache row as 1 x R x R float32, then ``NormalizeIntensity``."""
+    cache = np.load(cache_file, mmap_mode="r")
+    return lambda item: {"image": NormalizeIntensity()(cache[int(item["image"])][None].astype(np.float32))}
 
 
 @pytest.mark.parametrize("sort_reads", [False, True])
@@ -117,8 +118,8 @@ def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, l
 
     serial, parallel = run(0), run(2)
     reference = SubsampleSampler(labels, num_samples=40, seed=3, num_replicas=2, rank=1)
-    for epoch, (a, b) in enumerate(zip(serial, parallel)):
-        expected = list(reference)  # this rank's share of epoch `epoch`, drawn by the sampler alone
+    for a, b in zip(serial, parallel):
+        expected = list(reference)  # this rank's share of the next epoch, drawn by the sampler alone
         assert len(a) == len(b) == len(expected) // 6
         got = [image_id for batch in a for image_id in batch["image_id"]]
         assert got == [data[i]["image_id"] for i in expected[:len(got)]]
@@ -226,13 +227,15 @@ def test_user_mistakes_get_one_line_errors(cache, tmp_path):
         DevicePreprocess(rotate_range="wide")
     with pytest.raises(CxrError, match="brightness"):
         DevicePreprocess(brightness=-1)
-    with pytest.raises(CxrError, match="resize cache not found"):
-        CacheBatchDataset(tmp_path / "r24.npy", data)
+    missing = CacheBatchDataset(tmp_path / "r24.npy", data)  # a config instantiates without the cache ...
+    assert len(missing) == len(data)
+    with pytest.raises(CxrError, match="resize cache not found"):  # ... and the first read says what is wrong
+        missing[[0]]
     with pytest.raises(CxrError, match=f"row {N} is outside"):
-        CacheBatchDataset(cache_file, [{"image": N, "label": [0]}])
+        CacheBatchDataset(cache_file, [{"image": 0, "label": [0]}, {"image": N, "label": [0]}])[[0]]
+    np.save(tmp_path / "f.npy", np.zeros((2, 3, 3), np.float32))
     with pytest.raises(CxrError, match="must be uint8"):
-        np.save(tmp_path / "f.npy", np.zeros((2, 3, 3), np.float32))
-        CacheBatchDataset(tmp_path / "f.npy", [])
+        CacheBatchDataset(tmp_path / "f.npy", [{"image": 0, "label": [0]}])[0]
 
 
 def test_the_trainer_runs_on_cache_batches_and_reports_the_epoch_loss(cache):

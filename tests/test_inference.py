@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY_GRID
 from inference_files import full_range, write_dicom, write_encodings
 from PIL import Image
@@ -33,7 +34,8 @@ def parsed(config_file, key, **overrides):
     from monai.bundle import ConfigParser
 
     cell = Path(config_file).parent.parent
-    files = [str(config_file)] + ([str(cell / "configs/override.json")] if Path(config_file).name == "train.json" else [])
+    train = Path(config_file).name == "train.json"
+    files = [str(config_file)] + ([str(cell / "configs/override.json")] if train else [])
     parser = ConfigParser()
     parser.read_config(files)
     parser.update({"bundle_root": str(cell), **overrides})
@@ -41,17 +43,29 @@ def parsed(config_file, key, **overrides):
 
 
 def test_the_bundles_preprocessing_of_a_file_equals_training_input_from_its_cache_row(study_copy):
-    """Every image of the study, read from its file by inference.json, is bit for bit what validation fed the
-    network from the cache (LoadCacheRowd + NormalizeIntensityd in train.json)."""
+    """Every image of the study, read from its file by inference.json, is what validation fed the network from
+    the cache (CacheBatchDataset + DevicePreprocess in train.json): the same uint8 pixels bit for bit, and the
+    same z-scored floats (MONAI's NormalizeIntensityd on one image vs the batched normalisation)."""
+    from monai.transforms import Compose
+
+    from monai_cxr.cell.batches import CacheBatchDataset
+
     (cell,) = generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     index = pd.read_csv(study_copy / "data/index.csv", dtype=str)
     infer = parsed(cell / "configs/inference.json", "preprocessing")
-    train = parsed(cell / "configs/train.json", "validate#preprocessing")
+    to_uint8 = Compose(infer.transforms[:3])  # load, make square, area resize: the cache row's pixels
+    prepare_batch = parsed(cell / "configs/train.json", "validate#prepare_batch")
+    assert not prepare_batch.augments
+    rows = [{"image": row, "label": [0]} for row in range(len(index))]
+    batch = CacheBatchDataset(parsed(cell / "configs/train.json", "cache_file"), rows)[list(range(len(rows)))]
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (len(index), 1, 16, 16)
+    from_cache, _ = prepare_batch(batch, torch.device("cpu"))
     for row, path in enumerate(index["path"]):
+        pixels = np.asarray(to_uint8({"image": path})["image"])
+        assert pixels.dtype == np.uint8 and np.array_equal(pixels, batch["image"][row].numpy()), path
         from_file = infer({"image": path, "name": "x"})["image"]
-        from_cache = train({"image": row, "label": [0]})["image"]
         assert from_file.shape == (1, 16, 16) and from_file.dtype == from_cache.dtype
-        assert np.array_equal(from_file.numpy(), from_cache.numpy()), path
+        np.testing.assert_allclose(from_file.numpy(), from_cache[row].numpy(), atol=1e-5, err_msg=path)
 
 
 @pytest.mark.parametrize("square", ["pad", "crop"])

@@ -75,3 +75,45 @@ def test_a_multi_process_cell_runs_the_stock_runner_under_torchrun(tmp_path):
     assert command[9] == repr(["configs/train.json", "configs/override.json", "configs/multi_gpu_train.json"])
     assert bundle_command(cell, python="python") == ["python", "-m", "monai.bundle", "run", "--config_file",
                                                      repr(["configs/train.json", "configs/override.json"])]
+
+
+def test_four_quarter_gpu_cells_share_one_gpu_at_the_same_time(tmp_path, monkeypatch, capsys):
+    """`--gpus-per-cell 0.25` on a one-GPU Ray: four cells hold a quarter each and run together on GPU 0.
+
+    The GPU is declared to a local Ray (none is needed); each task stands in for run_cell and waits until all
+    four have started, which only happens if Ray placed them side by side.
+    """
+    import ray
+
+    from monai_cxr.run import ray_cluster
+    from monai_cxr.run.cell import CellOutcome
+
+    study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12)
+    generate(study, GridSettings(labels=["Mass"], resolutions=[16], seeds=[0, 1, 2, 3], **TINY_GRID))
+
+    def fake_run_cell(cell_dir, threads=1, nproc_per_node=1):  # pickled by value: runs in a Ray worker
+        import os
+        import time
+        from pathlib import Path
+
+        cell = Path(cell_dir)
+        (cell / "started").touch()
+        deadline = time.monotonic() + 120  # a bound against hanging, not a speed check
+        while len(list(cell.parent.glob("*/started"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        together = len(list(cell.parent.glob("*/started")))
+        gpus = ray.get_runtime_context().get_assigned_resources().get("GPU")
+        return CellOutcome(cell.name, "finished",
+                           result=f"together={together} gpu={gpus} visible={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+
+    monkeypatch.setattr(ray_cluster, "run_cell", fake_run_cell)
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, object_store_memory=ray_cluster.LOCAL_OBJECT_STORE_BYTES,
+             _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    try:
+        main(["run", "--study-dir", str(study), "--executor", "ray", "--gpus-per-cell", "0.25"])
+        assert ray.is_initialized()  # the caller's Ray stays up
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert "ray: 4 cells, 0.25 GPU and 1 CPU each (cluster: 4 CPU, 1 GPU)" in out
+    assert out.count("together=4 gpu=0.25 visible=0") == 4 and "4 finished, 0 skipped" in out

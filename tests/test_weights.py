@@ -22,9 +22,9 @@ from test_pretrained import _densenet, _resnet, _torchvision_names
 from monai_cxr.cell.batches import DevicePreprocess
 from monai_cxr.cell.datalist import build_multilabel
 from monai_cxr.cell.handlers import PredictionSaver
+from monai_cxr.cell.inference import NormalizeRadiographd
 from monai_cxr.cell.losses import MaskedBCEWithLogitsLoss
 from monai_cxr.cell.sampling import SubsampleSampler
-from monai_cxr.cell.transforms import NormalizeRadiographd
 from monai_cxr.cli import main
 from monai_cxr.errors import CxrError
 from monai_cxr.grid.generate import GridSettings, generate

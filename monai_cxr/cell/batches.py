@@ -33,7 +33,7 @@ from monai_cxr.errors import CxrError
 __all__ = ["NORMALIZATIONS", "CacheBatchDataset", "DevicePreprocess", "LossAverage", "affine_theta", "affine_warp",
            "collate_batch", "fixed_stats", "normalize_fixed", "normalize_images"]
 
-_ID_KEYS = ("image_id", "patient_id")
+_ID_KEYS = ("image_id", "patient_id", "fold")  # carried as lists, when every entry has it
 
 
 class CacheBatchDataset(torch.utils.data.Dataset):
@@ -41,11 +41,13 @@ class CacheBatchDataset(torch.utils.data.Dataset):
 
     ``dataset[[i, j, ...]]`` (and ``__getitems__``, which the DataLoader calls with a batch's indices)
     returns ``{"image": uint8 (B, 1, R, R), "label": float32 (B, C), "image_id": [...], "patient_id": [...]}``
-    in the order of the indices, read by one fancy index of the memory map. ``dataset[i]`` returns one item
+    in the order of the indices, read by one fancy index of the memory map (and ``"fold"`` where the entries have
+    one: ``datalist.load`` adds it, ``PredictionSaver`` writes it). ``dataset[i]`` returns one item
     (``image`` 1 x R x R, ``label`` C), so the default collate also works, only slower.
 
-    The memory map is opened on first use in each process and never pickled, so DataLoader workers (fork or
-    spawn) share the page cache. In a worker the batch is read straight into shared memory, as PyTorch's
+    The memory map is opened, and checked against the datalist, on first read in each process and never pickled,
+    so DataLoader workers (fork or spawn) share the page cache, and a config can be instantiated (MONAI's
+    ``check_properties``) without the cache. In a worker the batch is read straight into shared memory, as PyTorch's
     default collate does, so it crosses to the main process without another copy.
 
     Args:
@@ -59,12 +61,6 @@ class CacheBatchDataset(torch.utils.data.Dataset):
     def __init__(self, cache_file: str | os.PathLike, data: Sequence[Mapping], sort_reads: bool = False) -> None:
         self.cache_file = os.fspath(cache_file)
         self.sort_reads = bool(sort_reads)
-        if not os.path.isfile(self.cache_file):
-            raise CxrError(f"resize cache not found: {self.cache_file}")
-        cache = np.load(self.cache_file, mmap_mode="r")
-        if cache.ndim != 3 or cache.dtype != np.uint8:
-            raise CxrError(f"resize cache {self.cache_file} must be uint8 (N, R, R), got {cache.dtype} {cache.shape}")
-        self.image_shape = (1, *cache.shape[1:])
         try:
             self.rows = np.asarray([int(item["image"]) for item in data], dtype=np.int64)
             labels = [np.asarray(item["label"], dtype=np.float32).reshape(-1) for item in data]
@@ -73,12 +69,9 @@ class CacheBatchDataset(torch.utils.data.Dataset):
         if len({len(v) for v in labels}) > 1:
             raise CxrError("datalist labels must all have the same length")
         self.labels = np.stack(labels) if labels else np.zeros((0, 1), np.float32)
-        bad = (self.rows < 0) | (self.rows >= len(cache))
-        if bad.any():
-            raise CxrError(f"datalist row {int(self.rows[bad][0])} is outside the cache's {len(cache)} rows "
-                           f"({self.cache_file})")
-        # numpy string arrays: fast to index, and nothing for MONAI's set_rnd to walk item by item
-        self.ids = {key: np.asarray([str(item[key]) for item in data]) for key in _ID_KEYS
+        # numpy object arrays of str: indexed at C speed, .tolist() hands out the same str objects (3x faster than
+        # a numpy str array, which makes new ones), and nothing for MONAI's set_rnd to walk item by item
+        self.ids = {key: np.array([str(item[key]) for item in data], dtype=object) for key in _ID_KEYS
                     if data and all(key in item for item in data)}
         self._cache: np.ndarray | None = None
         self._pid: int | None = None
@@ -93,8 +86,17 @@ class CacheBatchDataset(torch.utils.data.Dataset):
 
     def _open(self) -> np.ndarray:
         if self._cache is None or self._pid != os.getpid():
-            self._cache = np.load(self.cache_file, mmap_mode="r")
-            self._pid = os.getpid()
+            if not os.path.isfile(self.cache_file):
+                raise CxrError(f"resize cache not found: {self.cache_file}")
+            cache = np.load(self.cache_file, mmap_mode="r")
+            if cache.ndim != 3 or cache.dtype != np.uint8:
+                raise CxrError(f"resize cache {self.cache_file} must be uint8 (N, R, R), "
+                               f"got {cache.dtype} {cache.shape}")
+            bad = (self.rows < 0) | (self.rows >= len(cache))
+            if bad.any():  # checked here once: reads below do not bounds-check
+                raise CxrError(f"datalist row {int(self.rows[bad][0])} is outside the cache's {len(cache)} rows "
+                               f"({self.cache_file})")
+            self._cache, self._pid = np.asarray(cache), os.getpid()  # a plain view: np.memmap indexing costs more
         return self._cache
 
     def _read(self, rows: np.ndarray) -> torch.Tensor:
@@ -110,11 +112,11 @@ class CacheBatchDataset(torch.utils.data.Dataset):
             out[order] = cache[rows[order]]
             return torch.from_numpy(out).unsqueeze(1)
         # in a worker, as default_collate does: straight into shared memory, which the main process maps
-        shape = (len(rows), *self.image_shape)
+        shape = (len(rows), 1, *cache.shape[1:])
         storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(int(np.prod(shape)))
         out = torch.empty(0, dtype=torch.uint8).new(storage).resize_(shape)
         dest = out.numpy()[:, 0]
-        if order is None:  # mode="clip": no bounds-check buffer (rows were checked in __init__)
+        if order is None:  # mode="clip": no bounds-check buffer (rows were checked in _open)
             np.take(cache, rows, axis=0, out=dest, mode="clip")
         else:
             dest[order] = cache[rows[order]]

@@ -29,9 +29,10 @@ from ignite.handlers import ProgressBar
 from monai.bundle import ConfigParser
 from monai.config import KeysCollection
 from monai.data import Dataset
-from monai.transforms import MapTransform, Transform, apply_transform
+from monai.transforms import MapTransform, NormalizeIntensity, Transform, apply_transform
 from PIL import Image
 
+from monai_cxr.cell.batches import fixed_stats
 from monai_cxr.cell.handlers import findings_of
 from monai_cxr.data.cache import SQUARE_POLICIES
 from monai_cxr.data.dicom import DICOM_SUFFIXES, is_dicom, read_dicom
@@ -43,7 +44,7 @@ from monai_cxr.fileio import write_csv
 log = logging.getLogger(__name__)
 
 __all__ = ["SUFFIXES", "AreaResize", "AreaResized", "ImageDataset", "LoadRadiograph", "LoadRadiographd",
-           "MakeSquare", "MakeSquared", "ProgressOnTerminal", "ScoreSaver", "find_images", "predict", "read_radiograph",
+           "MakeSquare", "MakeSquared", "NormalizeRadiographd", "ProgressOnTerminal", "ScoreSaver", "find_images", "predict", "read_radiograph",
            "require_images", "user_error"]
 
 # What a folder is searched for (files without one of these are still taken when they are DICOM)
@@ -417,3 +418,27 @@ def predict(cell_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], ou
     if not saver.names:
         raise CxrError(f"none of the {len(saver.skipped)} files could be scored (see the lines above)")
     return saver
+
+
+class NormalizeRadiographd(MapTransform):
+    """Normalise images as the cell's network expects (the bundle's ``normalize`` key).
+
+    ``image``: each image z-scored, exactly ``NormalizeIntensityd`` (scratch and chest-X-ray starts);
+    ``imagenet``: the fixed ``(x - shift) / scale`` of an ImageNet start on 0-255 pixel values
+    (``monai_cxr.cell.batches.fixed_stats``), the same numbers ``DevicePreprocess(normalize="imagenet")`` gives.
+    """
+
+    def __init__(self, keys: KeysCollection, normalize: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.stats = fixed_stats(normalize)
+        self.zscore = NormalizeIntensity()
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if self.stats is None:
+                d[key] = self.zscore(d[key])
+            else:
+                shift, scale = self.stats
+                d[key] = (np.asarray(d[key], dtype=np.float32) - np.float32(shift)) / np.float32(scale)
+        return d

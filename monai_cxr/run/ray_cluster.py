@@ -3,7 +3,8 @@
 A task runs ``run_cell`` on whichever node Ray picks: the same command, lock and
 files as the local executor, so the study directory must be on storage every node mounts
 at the same path (the generated configs hold absolute paths). Ray only places the cells:
-``num_gpus`` per task makes Ray set ``CUDA_VISIBLE_DEVICES`` for the cell's process(es).
+``num_gpus`` per task makes Ray set ``CUDA_VISIBLE_DEVICES`` for the cell's process(es); a fraction
+(``--gpus-per-cell 0.25``) places several small cells on one GPU, which Ray counts but does not partition.
 """
 
 from __future__ import annotations
