@@ -66,7 +66,7 @@ def bare_loop(cache_file, rows, labels, args) -> list[float]:
         start, images = time.perf_counter(), 0  # the sampler draws the next epoch itself
         order = np.fromiter(iter(sampler), dtype=np.int64)
         for b in range(len(order) // args.batch_size):
-            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
             batch = {"image": torch.from_numpy(cache[rows[idx]]).unsqueeze(1), "label": targets[idx]}
             x, y = prepare(batch, cpu)
             opt.zero_grad(set_to_none=True)
@@ -103,14 +103,23 @@ def overhead(cell: Path, cache_file: Path, rows, labels, args, epochs: int = 5) 
     linear = f"$torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear({r * r}, 1))"
     parser = ConfigParser()
     parser.read_config([str(cell / "configs/train.json"), str(cell / "configs/override.json")])
-    parser.update({"bundle_root": str(cell), "network_def": linear, "epochs": epochs, "subsample": n, "log_seconds": 0,
-                   "val_interval": epochs + 1})
+    parser.update(
+        {
+            "bundle_root": str(cell),
+            "network_def": linear,
+            "epochs": epochs,
+            "subsample": n,
+            "log_seconds": 0,
+            "val_interval": epochs + 1,
+        }
+    )
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     start, engine = {}, []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: start.update(t=time.perf_counter()))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=n // b),
-                              lambda e: engine.append((time.perf_counter() - start["t"]) / (n // b)))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(every=n // b), lambda e: engine.append((time.perf_counter() - start["t"]) / (n // b))
+    )
     trainer.run()
     cache = np.load(cache_file, mmap_mode="r")
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(r * r, 1))
@@ -121,7 +130,7 @@ def overhead(cell: Path, cache_file: Path, rows, labels, args, epochs: int = 5) 
         t = time.perf_counter()
         order = rng.integers(0, len(rows), n)
         for i in range(n // b):
-            idx = order[i * b:(i + 1) * b]
+            idx = order[i * b : (i + 1) * b]
             x, y = prepare({"image": torch.from_numpy(cache[rows[idx]]).unsqueeze(1), "label": targets[idx]}, cpu)
             opt.zero_grad(set_to_none=True)
             loss_fn(net(x), y).backward()
@@ -160,14 +169,22 @@ def main() -> None:
 
     from monai_cxr.grid.generate import GridSettings, generate
 
-    print(f"{args.arch} {args.resolution} px, batch {args.batch_size}, {args.epochs} epochs x {args.subsample} "
-          f"images, augment_prob {args.augment_prob}, {args.threads} thread(s), {args.repeats} interleaved repeats; "
-          f"load average before: {load_average()}")
+    print(
+        f"{args.arch} {args.resolution} px, batch {args.batch_size}, {args.epochs} epochs x {args.subsample} "
+        f"images, augment_prob {args.augment_prob}, {args.threads} thread(s), {args.repeats} interleaved repeats; "
+        f"load average before: {load_average()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         study = make_hand_study(Path(tmp) / "study", {"Mass": None}, n_patients=256, resolutions=(args.resolution,))
-        settings = GridSettings(labels=["Mass"], resolutions=[args.resolution], archs=[args.arch],
-                                epochs=args.epochs, batch_size=args.batch_size, subsample=args.subsample,
-                                augment_prob=args.augment_prob)
+        settings = GridSettings(
+            labels=["Mass"],
+            resolutions=[args.resolution],
+            archs=[args.arch],
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            subsample=args.subsample,
+            augment_prob=args.augment_prob,
+        )
         (cell,) = generate(study, settings)
         datalist = json.loads((cell / "datalist.json").read_text())
         rows = np.array([item["image"] for item in datalist["training"]], dtype=np.int64)
@@ -176,18 +193,27 @@ def main() -> None:
         ratios = []
         for r in range(args.repeats):
             runs = {}
-            for name in (("bundle", "bare") if r % 2 == 0 else ("bare", "bundle")):
-                runs[name] = bundle_run(cell, args.threads) if name == "bundle" else bare_loop(cache_file, rows,
-                                                                                                labels, args)
+            for name in ("bundle", "bare") if r % 2 == 0 else ("bare", "bundle"):
+                runs[name] = (
+                    bundle_run(cell, args.threads) if name == "bundle" else bare_loop(cache_file, rows, labels, args)
+                )
             bundle, bare = steady(runs["bundle"]), steady(runs["bare"])
             ratios.append(bundle / bare)
-            print(f"repeat {r + 1}: bundle {bundle:7.1f} images/s, bare {bare:7.1f} images/s, ratio {bundle / bare:.3f}"
-                  f"  (epochs: bundle {runs['bundle']}, bare {[round(x, 2) for x in runs['bare']]})", flush=True)
-        print(f"ratio bundle / bare: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}-"
-              f"{max(ratios):.3f} over {len(ratios)} repeats  (target >= 0.97); load average: {load_average()}")
+            print(
+                f"repeat {r + 1}: bundle {bundle:7.1f} images/s, bare {bare:7.1f} images/s, ratio {bundle / bare:.3f}"
+                f"  (epochs: bundle {runs['bundle']}, bare {[round(x, 2) for x in runs['bare']]})",
+                flush=True,
+            )
+        print(
+            f"ratio bundle / bare: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}-"
+            f"{max(ratios):.3f} over {len(ratios)} repeats  (target >= 0.97); load average: {load_average()}"
+        )
         engine, bare = overhead(cell, cache_file, rows, labels, args)
-    print(f"with a linear network instead: bundle {engine * 1e3:.2f} ms/iteration, bare {bare * 1e3:.2f}: the harness "
-          f"(loader, prepare_batch, engine, handlers) adds {(engine - bare) * 1e3:.2f} ms per iteration")
+    print(
+        f"with a linear network instead: bundle {engine * 1e3:.2f} ms/iteration, bare {bare * 1e3:.2f}: the harness "
+        f"(loader, prepare_batch, engine, handlers) adds {(engine - bare) * 1e3:.2f} ms per iteration"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -74,8 +74,10 @@ def main():
         index = read_nih(tmp / "nih").iloc[: args.images]
         one = timed_build(index, tmp / "one", [224])
         nine = timed_build(index, tmp / "nine", PAPER)
-        print(f"cache build, {len(index)} images of {args.size} px, 1 worker: "
-              f"one resolution (224) {one:.2f} s, nine {nine:.2f} s, ratio {nine / one:.2f} (target <= 1.3)")
+        print(
+            f"cache build, {len(index)} images of {args.size} px, 1 worker: "
+            f"one resolution (224) {one:.2f} s, nine {nine:.2f} s, ratio {nine / one:.2f} (target <= 1.3)"
+        )
         print(f"{'res':>5} {'read img/s':>11} {'train img/s':>12} {'ratio':>7}")
         for r in PAPER:
             read = read_rate(open_cache(tmp / "nine", r), args.batch)

@@ -54,13 +54,19 @@ def main():
         t0 = time.perf_counter()
         write_files(tmp / "mn", args.images)
         print(f"wrote {args.images} images at 28/64/224 px in {time.perf_counter() - t0:.1f} s")
-        out = subprocess.run([sys.executable, "-c", CHILD, str(tmp / "mn"), str(tmp / "s"), str(tmp / "s2")],
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(tmp / "mn"), str(tmp / "s"), str(tmp / "s2")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         seconds, rss_mb, heap_mb = map(float, out)
         full_mb = args.images * 224 * 224 / 2**20
         print(f"prepare + cache 28,32,64,128,224 px: {seconds:.1f} s, {args.images / seconds:.0f} images/s")
-        print(f"the 224 px arrays are {full_mb:.0f} MB; peak heap (tracemalloc) {heap_mb:.0f} MB; "
-              f"peak RSS {rss_mb:.0f} MB (includes the written cache's mapped pages)")
+        print(
+            f"the 224 px arrays are {full_mb:.0f} MB; peak heap (tracemalloc) {heap_mb:.0f} MB; "
+            f"peak RSS {rss_mb:.0f} MB (includes the written cache's mapped pages)"
+        )
 
 
 if __name__ == "__main__":

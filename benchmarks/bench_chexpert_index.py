@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from chexpert_layout import HEADER, LABELS  # noqa: E402
+from chexpert_layout import HEADER, LABELS
 
-from monai_cxr.data.sources.chexpert import read_chexpert  # noqa: E402
+from monai_cxr.data.sources.chexpert import read_chexpert
 
 CELLS = ("1.0", "", "0.0", "-1.0")
 
@@ -38,14 +38,26 @@ def main():
             file.parent.mkdir(parents=True, exist_ok=True)
             file.touch()
             cells = [CELLS[(i + 3 * j) % 4] for j in range(len(LABELS))]
-            lines.append(",".join([f"CheXpert-v1.0-small/{rel}", "Female", "60",
-                                   ("Frontal", "Lateral")[view], ("AP", "")[view], *cells]))
+            lines.append(
+                ",".join(
+                    [
+                        f"CheXpert-v1.0-small/{rel}",
+                        "Female",
+                        "60",
+                        ("Frontal", "Lateral")[view],
+                        ("AP", "")[view],
+                        *cells,
+                    ]
+                )
+            )
         (release / "train.csv").write_text("\n".join(lines) + "\n")
         t0 = time.perf_counter()
         index = read_chexpert(release, uncertain="ignore")
         seconds = time.perf_counter() - t0
-        print(f"read_chexpert: {args.rows} rows -> {len(index)} frontal images of "
-              f"{index['patient_id'].nunique()} patients in {seconds:.2f} s")
+        print(
+            f"read_chexpert: {args.rows} rows -> {len(index)} frontal images of "
+            f"{index['patient_id'].nunique()} patients in {seconds:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -50,13 +50,16 @@ def main():
     print(f"n = {args.n:,} cases, k = 2 models, {int(y.sum()):,} positive; best of {args.repeat}, interleaved")
 
     for name, s in (("continuous", scores), ("rounded to 2 decimals", np.round(scores, 2))):
+
         def run(s=s):
             res = delong(y, s)
             return res.auc, res.cov, res.compare(0, 1)
 
         argsort_s, delong_s = best_pair(args.repeat, lambda s=s: np.argsort(s, axis=-1), run)
-        print(f"{name:22s} np.argsort {argsort_s * 1e3:7.1f} ms  delong + compare {delong_s * 1e3:7.1f} ms  "
-              f"ratio {delong_s / argsort_s:4.2f} (target <= 2)")
+        print(
+            f"{name:22s} np.argsort {argsort_s * 1e3:7.1f} ms  delong + compare {delong_s * 1e3:7.1f} ms  "
+            f"ratio {delong_s / argsort_s:4.2f} (target <= 2)"
+        )
     res = delong(y, scores)
     print(f"  check: AUCs {res.auc.round(4).tolist()}, paired z {res.compare(0, 1).z:.2f}")
 
@@ -64,13 +67,17 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scores.csv"
-        pd.DataFrame({"label": y.astype(int), "s1": 1 / (1 + np.exp(-scores[0])),
-                      "s2": 1 / (1 + np.exp(-scores[1]))}).to_csv(path, index=False)
+        pd.DataFrame(
+            {"label": y.astype(int), "s1": 1 / (1 + np.exp(-scores[0])), "s2": 1 / (1 + np.exp(-scores[1]))}
+        ).to_csv(path, index=False)
         size = path.stat().st_size / 1e6
-        pandas_s, reader_s = best_pair(args.repeat, lambda: pd.read_csv(path),
-                                       lambda: read_score_table(path, "label", ["s1", "s2"]))
-        print(f"CSV {args.n:,} rows x 3 columns ({size:.0f} MB): pandas.read_csv {pandas_s * 1e3:7.1f} ms  "
-              f"read_score_table {reader_s * 1e3:7.1f} ms  ratio {reader_s / pandas_s:4.2f} (target <= 2)")
+        pandas_s, reader_s = best_pair(
+            args.repeat, lambda: pd.read_csv(path), lambda: read_score_table(path, "label", ["s1", "s2"])
+        )
+        print(
+            f"CSV {args.n:,} rows x 3 columns ({size:.0f} MB): pandas.read_csv {pandas_s * 1e3:7.1f} ms  "
+            f"read_score_table {reader_s * 1e3:7.1f} ms  ratio {reader_s / pandas_s:4.2f} (target <= 2)"
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ def write_fake_release(root: Path, rows: int, patients: int, seed: int = 0) -> N
     patient = np.sort(rng.integers(1, patients + 1, rows))
     patient[:patients] = np.arange(1, patients + 1)  # every patient present
     patient.sort()
-    lines = ["Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
-             "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"]
+    lines = [
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+        "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+    ]
     follow = {}
     for i in range(1, 13):
         (root / f"images_{i:03d}" / "images").mkdir(parents=True)
@@ -52,8 +54,10 @@ def main():
         t1 = time.perf_counter()
         split = patient_split(index, 0.2, 0)
         t2 = time.perf_counter()
-    print(f"indexed {len(index)} images of {index['patient_id'].nunique()} patients in {t1 - t0:.2f} s; "
-          f"split in {t2 - t1:.2f} s; val patients {split.loc[split.fold == 'val', 'patient_id'].nunique()}")
+    print(
+        f"indexed {len(index)} images of {index['patient_id'].nunique()} patients in {t1 - t0:.2f} s; "
+        f"split in {t2 - t1:.2f} s; val patients {split.loc[split.fold == 'val', 'patient_id'].nunique()}"
+    )
 
 
 if __name__ == "__main__":

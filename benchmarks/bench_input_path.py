@@ -74,12 +74,18 @@ def paths(cache_file: str, n: int, batch: int):
             while True:
                 order = rng.permutation(n)
                 for b in range(n // batch):
-                    yield cache[np.sort(order[b * batch:(b + 1) * batch])]
+                    yield cache[np.sort(order[b * batch : (b + 1) * batch])]
+
         return gen()
 
     def loader_of(dataset):
-        return DataLoader(dataset, sampler=SubsampleSampler(labels, num_samples=0, seed=0), batch_size=batch,
-                          drop_last=True, collate_fn=collate_batch)
+        return DataLoader(
+            dataset,
+            sampler=SubsampleSampler(labels, num_samples=0, seed=0),
+            batch_size=batch,
+            drop_last=True,
+            collate_fn=collate_batch,
+        )
 
     loader = loader_of(CacheBatchDataset(cache_file, data))
     sorted_loader = loader_of(CacheBatchDataset(cache_file, data, sort_reads=True))
@@ -92,8 +98,9 @@ def paths(cache_file: str, n: int, batch: int):
         if aug:
             steps.append(RandAffined("image", prob=1.0, rotate_range=0.09, scale_range=0.05, padding_mode="zeros"))
         steps.append(EnsureTyped(["image", "label"], dtype=torch.float32, track_meta=False))
-        old_loader = MonaiDataLoader(Dataset(data, Compose(steps)), sampler=SubsampleSampler(labels, 0, seed=0),
-                                     batch_size=batch, drop_last=True)
+        old_loader = MonaiDataLoader(
+            Dataset(data, Compose(steps)), sampler=SubsampleSampler(labels, 0, seed=0), batch_size=batch, drop_last=True
+        )
         return lambda: (b["image"] for b in endless(lambda: old_loader))
 
     return {
@@ -117,10 +124,24 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print(f"images/s, one core (torch threads {torch.get_num_threads()}, num_workers=0), batch {args.batch_size}, "
-          f"best of {args.repeats} interleaved repeats of >= {args.seconds} s")
-    header = ["px", "raw", "loader", "sorted", "+norm", "+aug", "old", "old+aug",
-              "loader/raw", "+norm/raw", "+norm/old", "+aug/old+aug"]
+    print(
+        f"images/s, one core (torch threads {torch.get_num_threads()}, num_workers=0), batch {args.batch_size}, "
+        f"best of {args.repeats} interleaved repeats of >= {args.seconds} s"
+    )
+    header = [
+        "px",
+        "raw",
+        "loader",
+        "sorted",
+        "+norm",
+        "+aug",
+        "old",
+        "old+aug",
+        "loader/raw",
+        "+norm/raw",
+        "+norm/old",
+        "+aug/old+aug",
+    ]
     print(" ".join(f"{h:>12}" for h in header))
     with tempfile.TemporaryDirectory() as tmp:
         for res in args.resolutions:
@@ -133,12 +154,18 @@ def main() -> None:
             for _ in range(args.repeats):
                 for name, make in makers.items():
                     best[name] = max(best[name], rate(make(), args.seconds))
-            ratios = [best["loader"] / best["raw"], best["+norm"] / best["raw"], best["+norm"] / best["old"],
-                      best["+aug"] / best["old+aug"]]
+            ratios = [
+                best["loader"] / best["raw"],
+                best["+norm"] / best["raw"],
+                best["+norm"] / best["old"],
+                best["+aug"] / best["old+aug"],
+            ]
             print(f"{res:>12}" + "".join(f"{best[k]:>13,.0f}" for k in makers) + "".join(f"{r:>13.3f}" for r in ratios))
             os.remove(cache_file)
-    print("loader: read + labels + ids + DataLoader, uint8 out (target loader/raw >= 0.5); +norm/+aug add the "
-          "device preprocessing, here on the CPU")
+    print(
+        "loader: read + labels + ids + DataLoader, uint8 out (target loader/raw >= 0.5); +norm/+aug add the "
+        "device preprocessing, here on the CPU"
+    )
 
 
 if __name__ == "__main__":

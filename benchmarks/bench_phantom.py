@@ -45,8 +45,10 @@ def main():
         encode_png(img)
     png = (time.process_time() - t0) / len(images)
     print(f"size {args.size} px, {n} images of {args.patients} patients, 1 process")
-    print(f"synthesize: {n / cpu:.1f} images/s per core-second of CPU time ({1000 * cpu / n:.2f} ms/image); "
-          f"{n / total:.1f} images/s wall clock (lower when other processes share the core)")
+    print(
+        f"synthesize: {n / cpu:.1f} images/s per core-second of CPU time ({1000 * cpu / n:.2f} ms/image); "
+        f"{n / total:.1f} images/s wall clock (lower when other processes share the core)"
+    )
     print(f"  of which drawing {1000 * draw:.2f} ms/image, PNG encoding {1000 * png:.2f} ms/image (CPU time)")
 
 

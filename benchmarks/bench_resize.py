@@ -77,8 +77,10 @@ def main():
         print(f"  {name:<22} {value:7.2f}")
     exact, box = ms["exact, nine sizes"] / ms["exact, 224 only"], ms["PIL BOX, nine sizes"] / ms["PIL BOX, 224 only"]
     print(f"nine sizes vs 224 alone, decode included: exact {exact:.2f}x (target <= 2), PIL BOX {box:.2f}x")
-    print(f"resizing alone (minus decode), nine sizes: exact {ms['exact, nine sizes'] - ms['decode only']:.2f} ms, "
-          f"PIL BOX {ms['PIL BOX, nine sizes'] - ms['decode only']:.2f} ms")
+    print(
+        f"resizing alone (minus decode), nine sizes: exact {ms['exact, nine sizes'] - ms['decode only']:.2f} ms, "
+        f"PIL BOX {ms['PIL BOX, nine sizes'] - ms['decode only']:.2f} ms"
+    )
     print("|exact - PIL BOX| in grey levels, per size:  " + "  ".join(f"{r}" for r in sizes))
     print("  max   " + "  ".join(f"{max(int(d.max()) for d in diffs[r]):>{len(str(r))}}" for r in sizes))
     print("  mean  " + "  ".join(f"{np.mean([d.mean() for d in diffs[r]]):.2f}" for r in sizes))

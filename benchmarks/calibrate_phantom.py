@@ -76,8 +76,12 @@ def train_cell(x_train, y_train, x_val, presentations, batch, lr, seed):
         losses.append(loss.item())
     net.eval()
     with torch.no_grad():
-        return float(np.mean(losses[-20:])), np.concatenate([torch.sigmoid(net(torch.from_numpy(x_val[i:i + 64][:, None]))).numpy()[:, 0]
-                               for i in range(0, len(x_val), 64)])
+        return float(np.mean(losses[-20:])), np.concatenate(
+            [
+                torch.sigmoid(net(torch.from_numpy(x_val[i : i + 64][:, None]))).numpy()[:, 0]
+                for i in range(0, len(x_val), 64)
+            ]
+        )
 
 
 def main():
@@ -112,29 +116,44 @@ def main():
     patients = table["Patient ID"].unique()
     val_patients = np.random.default_rng(args.seed).permutation(patients)[: round(0.2 * len(patients))]
     is_val = table["Patient ID"].isin(val_patients).to_numpy()
-    print(f"{(~is_val).sum()} train / {is_val.sum()} val images; {args.presentations} presentations per cell, "
-          f"batch {args.batch}, Adam lr {args.lr}, {args.threads} thread(s)", flush=True)
+    print(
+        f"{(~is_val).sum()} train / {is_val.sum()} val images; {args.presentations} presentations per cell, "
+        f"batch {args.batch}, Adam lr {args.lr}, {args.threads} thread(s)",
+        flush=True,
+    )
     auc = {}
     for label in labels:
-        y = table["Finding Labels"].str.split("|").apply(lambda ls: label in ls).to_numpy().astype(np.int64)
+        y = (
+            table["Finding Labels"]
+            .str.split("|")
+            .apply(lambda ls, label=label: label in ls)
+            .to_numpy()
+            .astype(np.int64)
+        )
         print(f"{label}: {y[~is_val].sum()} train / {y[is_val].sum()} val positives", flush=True)
         for r in resolutions:
             values = []
             for seed in seeds:
                 t0 = time.perf_counter()
-                loss, scores = train_cell(arrays[r][~is_val], y[~is_val], arrays[r][is_val], args.presentations,
-                                    args.batch, args.lr, seed)
+                loss, scores = train_cell(
+                    arrays[r][~is_val], y[~is_val], arrays[r][is_val], args.presentations, args.batch, args.lr, seed
+                )
                 values.append(roc_auc_score(y[is_val], scores))
-                print(f"  {label:8s} {r:4d} px  seed {seed}  AUC {values[-1]:.3f}  "
-                      f"(final train loss {loss:.3f}, {time.perf_counter() - t0:.0f} s)",
-                      flush=True)
+                print(
+                    f"  {label:8s} {r:4d} px  seed {seed}  AUC {values[-1]:.3f}  "
+                    f"(final train loss {loss:.3f}, {time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
             auc[label, r] = float(np.mean(values))
     lo, hi = resolutions[0], resolutions[-1]
     print(f"\nmean val AUC over {len(seeds)} seed(s)")
     print("label     " + "".join(f"{r:>8d}" for r in resolutions) + f"   AUC{lo}/AUC{hi}")
     for label in labels:
-        print(f"{label:10s}" + "".join(f"{auc[label, r]:8.3f}" for r in resolutions)
-              + f"   {auc[label, lo] / auc[label, hi]:.3f}")
+        print(
+            f"{label:10s}"
+            + "".join(f"{auc[label, r]:8.3f}" for r in resolutions)
+            + f"   {auc[label, lo] / auc[label, hi]:.3f}"
+        )
 
 
 if __name__ == "__main__":

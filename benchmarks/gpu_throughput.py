@@ -113,9 +113,17 @@ def loader_and_prepare(cache_file: str, n: int, batch: int, steps: int, args, de
     data = [{"image": i, "label": [int(labels[i])], "image_id": f"i{i}", "patient_id": f"p{i}"} for i in range(n)]
     sampler = SubsampleSampler(labels, num_samples=batch * steps, balanced=True, seed=0)
     pin = device.type == "cuda"
-    loader = DataLoader(CacheBatchDataset(cache_file, data), sampler=sampler, batch_size=batch, drop_last=True,
-                        collate_fn=collate_batch, num_workers=args.workers, pin_memory=pin,
-                        persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    loader = DataLoader(
+        CacheBatchDataset(cache_file, data),
+        sampler=sampler,
+        batch_size=batch,
+        drop_last=True,
+        collate_fn=collate_batch,
+        num_workers=args.workers,
+        pin_memory=pin,
+        persistent_workers=args.workers > 0,
+        prefetch_factor=4 if args.workers else None,
+    )
     prepare = DevicePreprocess(augment_prob=args.augment_prob, seed=0)
     return loader, prepare, pin, torch
 
@@ -140,10 +148,20 @@ def make_trainer(arch: str, cache_file: str, n: int, batch: int, steps: int, arg
     torch.manual_seed(0)
     net = make_net(arch, device, args.channels_last)
     return SupervisedTrainer(
-        device=device, max_epochs=1, train_data_loader=loader, network=net, optimizer=make_optimizer(net),
-        loss_function=torch.nn.BCEWithLogitsLoss(), prepare_batch=prepare, non_blocking=pin, decollate=False,
-        amp=args.amp, amp_kwargs={"dtype": torch.bfloat16} if args.amp else None, optim_set_to_none=True,
-        to_kwargs={"memory_format": args.memory_format})
+        device=device,
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        optimizer=make_optimizer(net),
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+        prepare_batch=prepare,
+        non_blocking=pin,
+        decollate=False,
+        amp=args.amp,
+        amp_kwargs={"dtype": torch.bfloat16} if args.amp else None,
+        optim_set_to_none=True,
+        to_kwargs={"memory_format": args.memory_format},
+    )
 
 
 def harness(arch: str, cache_file: str, n: int, batch: int, args, device) -> float:
@@ -215,9 +233,11 @@ def main() -> None:
     args.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     on = {True: "on", False: "off"}
-    title = (f"{name}; bf16 autocast {on[args.amp]}, channels-last {on[args.channels_last]}, "
-             f"{args.workers} loader workers, augment_prob {args.augment_prob}, {args.iters} timed iterations "
-             f"after {args.warmup}")
+    title = (
+        f"{name}; bf16 autocast {on[args.amp]}, channels-last {on[args.channels_last]}, "
+        f"{args.workers} loader workers, augment_prob {args.augment_prob}, {args.iters} timed iterations "
+        f"after {args.warmup}"
+    )
     header = ["arch", "px", "batch", "bare img/s", "harness img/s", "harness/bare", "input img/s", "syncs/it"]
     rows = []
     print(title)
@@ -233,8 +253,16 @@ def main() -> None:
                     b = bare(arch, res, batch, args, device)
                     h = harness(arch, cache_file, n, batch, args, device)
                     syncs = sync_count(arch, cache_file, n, batch, args, device) if args.sync_check else None
-                    row = [arch, res, batch, f"{b:,.0f}", f"{h:,.0f}", f"{h / b:.3f}", f"{feed:,.0f}",
-                           "-" if syncs is None else f"{syncs:.1f}"]
+                    row = [
+                        arch,
+                        res,
+                        batch,
+                        f"{b:,.0f}",
+                        f"{h:,.0f}",
+                        f"{h / b:.3f}",
+                        f"{feed:,.0f}",
+                        "-" if syncs is None else f"{syncs:.1f}",
+                    ]
                 except torch.cuda.OutOfMemoryError:
                     row = [arch, res, batch, "OOM", "", "", f"{feed:,.0f}", ""]
                 if device.type == "cuda":
@@ -242,8 +270,13 @@ def main() -> None:
                 rows.append(row)
                 print(" | ".join(str(v) for v in row), flush=True)
             os.remove(cache_file)
-    table = "\n".join([f"{title}\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                      + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]) + "\n"
+    table = (
+        "\n".join(
+            [f"{title}\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+        )
+        + "\n"
+    )
     print()
     print(table)
     if args.out:

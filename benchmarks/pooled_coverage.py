@@ -40,8 +40,7 @@ def coverage(n_seeds: int, tau: float, n_pos: int, n_neg: int, reps: int, seed: 
 
     for _ in range(reps):
         z = rng.normal(size=len(y)) + MU * y
-        a, b = (z + rng.normal(0.0, tau, size=(n_seeds, 1)) * y + s * rng.normal(size=(n_seeds, len(y)))
-                for s in SIGMA)
+        a, b = (z + rng.normal(0.0, tau, size=(n_seeds, 1)) * y + s * rng.normal(size=(n_seeds, len(y))) for s in SIGMA)
         for ref in ("t", "normal"):
             p = pool_seeds(y, a, reference=ref)
             d = pooled_difference(y, a, b, reference=ref)
@@ -53,9 +52,11 @@ def coverage(n_seeds: int, tau: float, n_pos: int, n_neg: int, reps: int, seed: 
             auc_a, auc_b = res.auc[:n_seeds], res.auc[n_seeds:]
             c = res.cov
             var_mean = np.diag(c)[:n_seeds].mean() + auc_a.var(ddof=1) / n_seeds
-            var_diff = (np.mean([c[i, i] + c[n_seeds + i, n_seeds + i] - 2 * c[i, n_seeds + i]
-                                 for i in range(n_seeds)])
-                        + auc_a.var(ddof=1) / n_seeds + auc_b.var(ddof=1) / n_seeds)
+            var_diff = (
+                np.mean([c[i, i] + c[n_seeds + i, n_seeds + i] - 2 * c[i, n_seeds + i] for i in range(n_seeds)])
+                + auc_a.var(ddof=1) / n_seeds
+                + auc_b.var(ddof=1) / n_seeds
+            )
             count("mean_thumb", abs(auc_a.mean() - th_a) <= 1.959964 * math.sqrt(var_mean))
             count("diff_thumb", abs(auc_a.mean() - auc_b.mean() - th_a + th_b) <= 1.959964 * math.sqrt(var_diff))
     return {k: v / reps for k, v in sorted(hits.items())}
@@ -71,8 +72,10 @@ def main():
     parser.add_argument("--rng", type=int, default=0)
     args = parser.parse_args()
     k = math.sqrt(2.0 * (1.0 + SIGMA[0] ** 2))
-    print(f"true AUC a/b at tau=0: {true_auc(SIGMA[0], 0):.4f}/{true_auc(SIGMA[1], 0):.4f}; "
-          f"between-seed SD of a's AUC ~ {norm.pdf(MU / k) / k:.3f} * tau")
+    print(
+        f"true AUC a/b at tau=0: {true_auc(SIGMA[0], 0):.4f}/{true_auc(SIGMA[1], 0):.4f}; "
+        f"between-seed SD of a's AUC ~ {norm.pdf(MU / k) / k:.3f} * tau"
+    )
     for n_seeds in args.seeds:
         for tau in args.tau:
             if n_seeds == 1 and tau > 0:

@@ -68,8 +68,11 @@ zsh: `eval "$(_MONAI_CXR_COMPLETE=zsh_source monai-cxr)"` in `~/.zshrc`; fish:
 `_MONAI_CXR_COMPLETE=fish_source monai-cxr > ~/.config/fish/completions/monai-cxr.fish`.
 """
 
-LIST_CALLBACKS = {_int_list: "comma-separated integers", _seed_list: "comma-separated integers",
-                  _str_list: "comma-separated names"}
+LIST_CALLBACKS = {
+    _int_list: "comma-separated integers",
+    _seed_list: "comma-separated integers",
+    _str_list: "comma-separated names",
+}
 
 
 def _bound(value, open_: bool, strict: str, loose: str) -> str:
@@ -120,8 +123,7 @@ def _usage(name: str, command: click.Command) -> str:
 
 
 def _command(name: str, command: click.Command) -> list[str]:
-    lines = [f"## monai-cxr {name}", "", f"    {_usage(name, command)}", "",
-             inspect.cleandoc(command.help or ""), ""]
+    lines = [f"## monai-cxr {name}", "", f"    {_usage(name, command)}", "", inspect.cleandoc(command.help or ""), ""]
     for param in command.params:
         if isinstance(param, click.Argument) or getattr(param, "hidden", False):
             continue
@@ -136,9 +138,18 @@ def render() -> str:
     """The text of docs/cli.md."""
     ctx = click.Context(cli, info_name="monai-cxr")
     names = [n for n in ORDER if n in cli.commands] + sorted(set(cli.list_commands(ctx)) - set(ORDER))
-    lines = [PREAMBLE, "## monai-cxr", "", "    monai-cxr [OPTIONS] COMMAND [ARGS]...", "",
-             inspect.cleandoc(cli.help or ""), "",
-             "- `--version`: print the version and exit.", "- `-h`, `--help`: list the commands and exit.", ""]
+    lines = [
+        PREAMBLE,
+        "## monai-cxr",
+        "",
+        "    monai-cxr [OPTIONS] COMMAND [ARGS]...",
+        "",
+        inspect.cleandoc(cli.help or ""),
+        "",
+        "- `--version`: print the version and exit.",
+        "- `-h`, `--help`: list the commands and exit.",
+        "",
+    ]
     for name in names:
         lines += _command(name, cli.commands[name])
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -37,8 +37,14 @@ RUN_KEYS = ("jobs", "executor", "address", "gpus_per_cell", "cpus_per_cell", "np
 TABLE_KEYS = tuple(f.name for f in fields(TableOptions))
 # prepare's own settings, read from its signature so a new prepare option reaches `study` as it is
 # (the study decides the paths and the resolutions, and always builds the cache)
-DATA_KEYS = tuple(name for name in inspect.signature(prepare).parameters
-                  if name not in ("data_dir", "study_dir", "resolutions", "cache", "progress", "table")) + TABLE_KEYS
+DATA_KEYS = (
+    tuple(
+        name
+        for name in inspect.signature(prepare).parameters
+        if name not in ("data_dir", "study_dir", "resolutions", "cache", "progress", "table")
+    )
+    + TABLE_KEYS
+)
 
 
 @dataclass
@@ -76,14 +82,21 @@ def _check_grid(grid: GridSettings) -> None:
     check_networks(grid)
     for arch, path in grid.pretrained.items():  # before a long prepare; generate loads each file
         if not Path(path).expanduser().is_file():
-            raise CxrError(f"pretrained weights file {path} for {arch} not found; give a local file "
-                           f"(nothing is downloaded)")
+            raise CxrError(
+                f"pretrained weights file {path} for {arch} not found; give a local file (nothing is downloaded)"
+            )
     grid.check()
     cells(grid.labels, grid.resolutions, grid.archs, grid.seeds, grid.task)  # refuses colliding label folders
 
 
-def plan_study(preset: str = "quick", study_dir=None, data_dir=None, settings: dict | None = None,
-               defaults: dict | None = None, need_data: bool = True) -> StudyPlan:
+def plan_study(
+    preset: str = "quick",
+    study_dir=None,
+    data_dir=None,
+    settings: dict | None = None,
+    defaults: dict | None = None,
+    need_data: bool = True,
+) -> StudyPlan:
     """Merge a preset with the options given: ``{**defaults, **preset, **settings}``, checked.
 
     Args:
@@ -108,8 +121,9 @@ def plan_study(preset: str = "quick", study_dir=None, data_dir=None, settings: d
     run = {k: merged[k] for k in RUN_KEYS if k in merged and merged[k] is not None}
     if run.get("executor", "local") != "local" and "jobs" not in settings:
         run.pop("jobs", None)  # the preset's jobs are for this machine; Ray fills the cluster by default
-    executor.check_run_options(run.get("executor", "local"), run.get("address"), run.get("gpus_per_cell"),
-                               run.get("nproc_per_node", 1))
+    executor.check_run_options(
+        run.get("executor", "local"), run.get("address"), run.get("gpus_per_cell"), run.get("nproc_per_node", 1)
+    )
 
     data = {k: merged[k] for k in DATA_KEYS if k in merged and k not in TABLE_KEYS}
     table = {k: merged[k] for k in TABLE_KEYS if k in merged}
@@ -119,25 +133,47 @@ def plan_study(preset: str = "quick", study_dir=None, data_dir=None, settings: d
     synthesise = p.synthetic and data_dir is None and dataset == "nih" and not table.get("table")
     missing = None
     if data_dir is None and not synthesise and dataset != "csv":
-        missing = (f"preset {p.name!r} needs --data-dir" if dataset == "nih" and not p.synthetic
-                   else f"--dataset {dataset} needs --data-dir")
+        missing = (
+            f"preset {p.name!r} needs --data-dir"
+            if dataset == "nih" and not p.synthetic
+            else f"--dataset {dataset} needs --data-dir"
+        )
         if need_data:
             raise CxrError(missing)
     if synthesise and max(grid.resolutions) > p.phantom.get("size", 512):
-        raise CxrError(f"resolution {max(grid.resolutions)} exceeds the {p.phantom.get('size', 512)} px phantom "
-                       f"of preset {p.name!r}; use smaller --resolutions or give --data-dir")
+        raise CxrError(
+            f"resolution {max(grid.resolutions)} exceeds the {p.phantom.get('size', 512)} px phantom "
+            f"of preset {p.name!r}; use smaller --resolutions or give --data-dir"
+        )
     study_dir = Path(study_dir or Path("studies") / p.name).resolve()
-    return StudyPlan(preset=p, study_dir=study_dir, data_dir=None if data_dir is None else Path(data_dir),
-                     synthesise=synthesise, data=data, grid=grid, run=run, given=sorted(settings),
-                     preset_keys=sorted(fixed), missing=missing)
+    return StudyPlan(
+        preset=p,
+        study_dir=study_dir,
+        data_dir=None if data_dir is None else Path(data_dir),
+        synthesise=synthesise,
+        data=data,
+        grid=grid,
+        run=run,
+        given=sorted(settings),
+        preset_keys=sorted(fixed),
+        missing=missing,
+    )
 
 
 # What None means for the settings that may be None (the stage decides).
-NONE_MEANS = {"split": "the source's default", "view": "the source's default", "uncertain": "ones",
-              "jobs": "as many as the cluster fits", "arch_file": "none (built-in architectures only)",
-              "pretrained": "none (from scratch)",
-              "address": "a local Ray", "gpus_per_cell": "--nproc-per-node if the cluster has GPUs, else 0",
-              "table": "none", "view_col": "none", "id_col": "the path"}
+NONE_MEANS = {
+    "split": "the source's default",
+    "view": "the source's default",
+    "uncertain": "ones",
+    "jobs": "as many as the cluster fits",
+    "arch_file": "none (built-in architectures only)",
+    "pretrained": "none (from scratch)",
+    "address": "a local Ray",
+    "gpus_per_cell": "--nproc-per-node if the cluster has GPUs, else 0",
+    "table": "none",
+    "view_col": "none",
+    "id_col": "the path",
+}
 RAY_ONLY = ("address", "gpus_per_cell", "cpus_per_cell")
 
 
@@ -164,11 +200,12 @@ def describe(plan: StudyPlan) -> list[str]:
     """The plan as lines: every setting with its source, the cells, and the work they amount to."""
     p, grid = plan.preset, plan.grid
     state = "exists" if plan.study_dir.exists() else "does not exist yet"
-    lines = [f"study {p.name}: {p.describe(grid)}",
-             f"  study_dir        {plan.study_dir} ({state})"]
+    lines = [f"study {p.name}: {p.describe(grid)}", f"  study_dir        {plan.study_dir} ({state})"]
     if plan.synthesise:
-        lines.append(f"  data_dir         the phantom, synthesised into STUDY/phantom "
-                     f"({', '.join(f'{k} {v}' for k, v in p.phantom.items())})")
+        lines.append(
+            f"  data_dir         the phantom, synthesised into STUDY/phantom "
+            f"({', '.join(f'{k} {v}' for k, v in p.phantom.items())})"
+        )
     elif plan.missing:
         lines.append(f"  data_dir         MISSING: {plan.missing}")
     else:
@@ -189,10 +226,12 @@ def describe(plan: StudyPlan) -> list[str]:
     grid_cells = cells(grid.labels, grid.resolutions, grid.archs, grid.seeds, grid.task)
     finished = sum((cell_dirs(plan.study_dir) / c.name / "run.json").is_file() for c in grid_cells)
     per_arch = f"{len(grid.resolutions)} resolutions x {len(grid.archs)} archs x {len(grid.seeds)} seeds"
-    kinds = ([f"{len(grid.labels)} labels x {per_arch}"] if "binary" in grid.task else []) + \
-        ([f"{per_arch} (multilabel)"] if "multilabel" in grid.task else [])
-    lines.append(f"cells: {len(grid_cells)} = {' + '.join(kinds)}" + (f"; {finished} already finished"
-                                                                      if finished else ""))
+    kinds = ([f"{len(grid.labels)} labels x {per_arch}"] if "binary" in grid.task else []) + (
+        [f"{per_arch} (multilabel)"] if "multilabel" in grid.task else []
+    )
+    lines.append(
+        f"cells: {len(grid_cells)} = {' + '.join(kinds)}" + (f"; {finished} already finished" if finished else "")
+    )
     train = _train_fold_size(plan.study_dir)
     per_epoch = grid.subsample or train
     if per_epoch is None:
@@ -200,13 +239,17 @@ def describe(plan: StudyPlan) -> list[str]:
         return lines
     how = "subsample" if grid.subsample else "the train fold"
     per_cell = grid.epochs * per_epoch
-    lines.append(f"work: {grid.epochs} epochs x {per_epoch:,} images ({how}) = {per_cell:,} training images "
-                 f"per cell; {per_cell * len(grid_cells):,} in all")
+    lines.append(
+        f"work: {grid.epochs} epochs x {per_epoch:,} images ({how}) = {per_cell:,} training images "
+        f"per cell; {per_cell * len(grid_cells):,} in all"
+    )
     pixels = {r: r * r * per_cell * sum(c.resolution == r for c in grid_cells) for r in grid.resolutions}
     total = sum(pixels.values())
     share = {r: 100 * v / total for r, v in pixels.items()}
-    lines.append("compute (~ resolution² x images): " + ", ".join(
-        f"{r} px {'<1' if 0 < v < 0.5 else f'{v:.0f}'} %" for r, v in share.items()))
+    lines.append(
+        "compute (~ resolution² x images): "
+        + ", ".join(f"{r} px {'<1' if 0 < v < 0.5 else f'{v:.0f}'} %" for r, v in share.items())
+    )
     return lines
 
 
@@ -219,21 +262,32 @@ def auc_table(study_dir, cell_names) -> str:
             run = json.loads(path.read_text())
             se = run.get("best_val_auc_se")
             label = run.get("label", "multilabel")
-            lines.append(f"{label:<16} {run['arch']:<12} {run['resolution']:>5} {run['seed']:>4} "
-                         f"{run['best_val_auc']:>7.3f} {'' if se is None else f'{se:.3f}':>7}")
+            lines.append(
+                f"{label:<16} {run['arch']:<12} {run['resolution']:>5} {run['seed']:>4} "
+                f"{run['best_val_auc']:>7.3f} {'' if se is None else f'{se:.3f}':>7}"
+            )
     return "\n".join(lines)
 
 
-def run_study(preset: str = "quick", study_dir=None, data_dir=None, settings: dict | None = None,
-              defaults: dict | None = None, report: bool = True, force: bool = False, progress: bool = True,
-              dry_run: bool = False) -> int:
+def run_study(
+    preset: str = "quick",
+    study_dir=None,
+    data_dir=None,
+    settings: dict | None = None,
+    defaults: dict | None = None,
+    report: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    dry_run: bool = False,
+) -> int:
     """Run a whole study; return the number of failed cells. Every stage skips finished work.
 
     ``settings`` override the preset's (see :func:`plan_study`); ``dry_run`` logs the plan and
     writes nothing, not even the study folder.
     """
-    plan = plan_study(preset, study_dir=study_dir, data_dir=data_dir, settings=settings, defaults=defaults,
-                      need_data=not dry_run)
+    plan = plan_study(
+        preset, study_dir=study_dir, data_dir=data_dir, settings=settings, defaults=defaults, need_data=not dry_run
+    )
     if dry_run:
         for line in describe(plan):
             log.info(line)
@@ -243,15 +297,20 @@ def run_study(preset: str = "quick", study_dir=None, data_dir=None, settings: di
     start = time.perf_counter()
     log.info(f"study {p.name}: {p.describe(plan.grid)} -> {study_dir}")
     if plan.given:
-        log.info("options over the preset: " + ", ".join(f"{k}={_show(v, k)}" for k, v in sorted(
-            {**plan.data, **asdict(plan.grid), **plan.run}.items()) if k in plan.given))
+        log.info(
+            "options over the preset: "
+            + ", ".join(
+                f"{k}={_show(v, k)}"
+                for k, v in sorted({**plan.data, **asdict(plan.grid), **plan.run}.items())
+                if k in plan.given
+            )
+        )
     if plan.synthesise:  # the phantom lives inside the study; a user's folder is only read
         data_dir = study_dir / "phantom"
         if not (data_dir / "Data_Entry_2017.csv").is_file():
             workers = plan.data.get("workers")
             log.info(synthesize(data_dir, **{**p.phantom, **({"workers": workers} if workers else {})}, force=True))
-    prepare(data_dir=data_dir, study_dir=study_dir, resolutions=plan.grid.resolutions, progress=progress,
-            **plan.data)
+    prepare(data_dir=data_dir, study_dir=study_dir, resolutions=plan.grid.resolutions, progress=progress, **plan.data)
     generate(study_dir, resolve_batch_sizes(plan.grid), force=force)
     update_study(study_dir, study={"preset": p.name, "given": plan.given, "run": plan.run})
     summary = executor.run_cells(study_dir, progress=progress, **plan.run)

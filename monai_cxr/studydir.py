@@ -30,11 +30,33 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
     fcntl = None
 
-__all__ = ["INPUTS", "RESUME_FILES", "data_fingerprint", "load_study", "lock_cell", "package_versions", "read_inputs",
-           "resume_file", "resume_fingerprint", "stale_reason", "study_path", "update_study"]
+__all__ = [
+    "INPUTS",
+    "RESUME_FILES",
+    "data_fingerprint",
+    "load_study",
+    "lock_cell",
+    "package_versions",
+    "read_inputs",
+    "resume_file",
+    "resume_fingerprint",
+    "stale_reason",
+    "study_path",
+    "update_study",
+]
 
-PACKAGES = ("monai-cxr", "monai", "torch", "pytorch-ignite", "numpy", "pandas", "scipy",
-            "scikit-learn", "pillow", "nibabel")
+PACKAGES = (
+    "monai-cxr",
+    "monai",
+    "torch",
+    "pytorch-ignite",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "pillow",
+    "nibabel",
+)
 INPUTS = "inputs.json"
 DATA_FILES = ("data/index.csv", "data/split.csv")
 MANIFEST = "data/cache/manifest.json"
@@ -162,8 +184,10 @@ def stale_reason(study_dir: str | Path, cell_dir: str | Path) -> str | None:
     except CxrError:
         return None  # no tables to compare with: a study folder holding bundles only
     if inputs.get("data") != current:
-        return ("it was generated from other data (prepare ran since); run `monai-cxr generate` "
-                "(--force for finished cells) and `monai-cxr run` again")
+        return (
+            "it was generated from other data (prepare ran since); run `monai-cxr generate` "
+            "(--force for finished cells) and `monai-cxr run` again"
+        )
     return None
 
 

@@ -13,8 +13,9 @@ def npz_name(side: int) -> str:
     return "chestmnist.npz" if side == 28 else f"chestmnist_{side}.npz"
 
 
-def write_chestmnist(folder: Path, sides=(28, 64), sizes=None, seed: int = 0, compressed: bool = True,
-                     drop_key: str | None = None) -> dict:
+def write_chestmnist(
+    folder: Path, sides=(28, 64), sizes=None, seed: int = 0, compressed: bool = True, drop_key: str | None = None
+) -> dict:
     """Write one file per side into ``folder``; return ``{key: array}`` of the largest file.
 
     Every file has the same labels (one release); each split has positives and negatives of

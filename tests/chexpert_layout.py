@@ -51,8 +51,9 @@ def _csv(rows, part: str, folder: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_chexpert(root: Path, train_rows=None, valid_rows=None, folder: str = "CheXpert-v1.0-small",
-                   seed: int = 0) -> Path:
+def write_chexpert(
+    root: Path, train_rows=None, valid_rows=None, folder: str = "CheXpert-v1.0-small", seed: int = 0
+) -> Path:
     """Write ``root/folder/{train,valid}.csv`` and their JPEGs (non-square, as released); return the folder.
 
     ``valid_rows=[]`` writes no valid.csv.

@@ -32,8 +32,17 @@ def tiny_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     synthesize(root / "phantom", patients=24, size=64, seed=0, prevalence=0.4, workers=1)
     # val as large as in the paper's 80/20 (the same val patients), and a held-out test fold
-    prepare(dataset="nih", data_dir=root / "phantom", study_dir=root / "study", resolutions=TINY_RESOLUTIONS,
-            seed=0, workers=1, progress=False, val_fraction=0.2, test_fraction=0.2)
+    prepare(
+        dataset="nih",
+        data_dir=root / "phantom",
+        study_dir=root / "study",
+        resolutions=TINY_RESOLUTIONS,
+        seed=0,
+        workers=1,
+        progress=False,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     return root / "study"
 
 
@@ -45,8 +54,9 @@ def study_copy(tiny_study, tmp_path):
     return dest
 
 
-def make_hand_study(study_dir, labels: dict, n_patients: int = 16, per_patient: int = 2,
-                    resolutions=(16,), seed: int = 0):
+def make_hand_study(
+    study_dir, labels: dict, n_patients: int = 16, per_patient: int = 2, resolutions=(16,), seed: int = 0
+):
     """A study written by hand per docs/study-layout.md, for labels the phantom cannot make.
 
     ``labels`` maps each label column name to the 0/1 values of its images (a callable of the
@@ -54,17 +64,20 @@ def make_hand_study(study_dir, labels: dict, n_patients: int = 16, per_patient: 
     """
     rng = np.random.default_rng(seed)
     n = n_patients * per_patient
-    index = pd.DataFrame({
-        "image_id": [f"img{i:04d}.png" for i in range(n)],
-        "patient_id": [f"pat{i // per_patient:03d}" for i in range(n)],
-        "view": "PA",
-        "path": [f"/nonexistent/img{i:04d}.png" for i in range(n)],
-    })
+    index = pd.DataFrame(
+        {
+            "image_id": [f"img{i:04d}.png" for i in range(n)],
+            "patient_id": [f"pat{i // per_patient:03d}" for i in range(n)],
+            "view": "PA",
+            "path": [f"/nonexistent/img{i:04d}.png" for i in range(n)],
+        }
+    )
     for name, rule in labels.items():
         index[name] = [int(rule(i)) if rule else int(rng.random() < 0.5) for i in range(n)]
     val_patients = {f"pat{p:03d}" for p in range(0, n_patients, 4)}
     split = index[["image_id", "patient_id"]].assign(
-        fold=["val" if p in val_patients else "train" for p in index["patient_id"]])
+        fold=["val" if p in val_patients else "train" for p in index["patient_id"]]
+    )
     data = study_dir / "data"
     (data / "cache").mkdir(parents=True, exist_ok=True)
     index.to_csv(data / "index.csv", index=False)
@@ -72,7 +85,7 @@ def make_hand_study(study_dir, labels: dict, n_patients: int = 16, per_patient: 
     first = index[list(labels)[0]].to_numpy() == 1
     for r in resolutions:
         images = rng.integers(0, 80, size=(n, r, r), dtype=np.uint8)
-        images[first, r // 4: r // 2, r // 4: r // 2] = 220
+        images[first, r // 4 : r // 2, r // 4 : r // 2] = 220
         np.save(data / "cache" / f"r{r}.npy", images)
     (data / "cache" / "manifest.json").write_text(json.dumps({"complete": list(resolutions)}))
     (study_dir / "study.json").write_text(json.dumps({"data": {"dataset": "hand"}, "synthetic": True}))

@@ -16,8 +16,13 @@ def full_range(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", slope: float | None = None,
-                intercept: float | None = None) -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    slope: float | None = None,
+    intercept: float | None = None,
+) -> Path:
     """A DICOM Part 10 file (preamble, ``DICM``) holding ``pixels`` (uint8 or uint16, grey or RGB)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
@@ -42,8 +47,18 @@ def write_encodings(folder: Path, pixels: np.ndarray) -> dict[str, Path]:
     """``pixels`` (uint8, spanning 0-255) in every encoding that must read back as exactly ``pixels``."""
     folder.mkdir(parents=True, exist_ok=True)
     wide = pixels.astype(np.uint16) * 257  # 0-65535
-    files = {name: folder / name for name in ("png8.png", "png16.png", "mono2.dcm", "mono1.dcm", "rescaled.dcm",
-                                               "uid_named.1.2.840", "image.nii.gz")}
+    files = {
+        name: folder / name
+        for name in (
+            "png8.png",
+            "png16.png",
+            "mono2.dcm",
+            "mono1.dcm",
+            "rescaled.dcm",
+            "uid_named.1.2.840",
+            "image.nii.gz",
+        )
+    }
     Image.fromarray(pixels).save(files["png8.png"])
     Image.fromarray(wide).save(files["png16.png"])
     write_dicom(files["mono2.dcm"], wide)

@@ -7,15 +7,32 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,{sex},View Position,"
-          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
-FINDINGS = ["No Finding", "Mass", "Nodule|Mass", "Effusion", "Pleural_Thickening", "Hernia",
-            "Cardiomegaly|Edema|Emphysema"]
+HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,{sex},View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+FINDINGS = [
+    "No Finding",
+    "Mass",
+    "Nodule|Mass",
+    "Effusion",
+    "Pleural_Thickening",
+    "Hernia",
+    "Cardiomegaly|Edema|Emphysema",
+]
 
 
-def write_release(root: Path, patients: int = 20, layout: str = "images", csv_name: str = "Data_Entry_2017.csv",
-                  sex_col: str = "Patient Gender", trailing_comma: bool = False, size: int = 48,
-                  seed: int = 0, official_lists: bool = True) -> list[dict]:
+def write_release(
+    root: Path,
+    patients: int = 20,
+    layout: str = "images",
+    csv_name: str = "Data_Entry_2017.csv",
+    sex_col: str = "Patient Gender",
+    trailing_comma: bool = False,
+    size: int = 48,
+    seed: int = 0,
+    official_lists: bool = True,
+) -> list[dict]:
     """Write a tiny release; return its rows (image_id, patient, findings, view) in CSV order.
 
     layout: ``flat`` (images beside the CSV), ``images`` (``images/``) or ``nested``
@@ -44,6 +61,5 @@ def write_release(root: Path, patients: int = 20, layout: str = "images", csv_na
     if official_lists:
         test = [r["image_id"] for r in rows if r["patient"] % 5 == 0]
         (root / "test_list.txt").write_text("\n".join(test) + "\n")
-        (root / "train_val_list.txt").write_text(
-            "\n".join(r["image_id"] for r in rows if r["patient"] % 5) + "\n")
+        (root / "train_val_list.txt").write_text("\n".join(r["image_id"] for r in rows if r["patient"] % 5) + "\n")
     return rows

@@ -37,22 +37,35 @@ def write_data(study: Path, images: pd.DataFrame) -> None:
     images[["image_id", "patient_id", "fold"]].to_csv(data / "split.csv", index=False)
 
 
-def write_cell(study: Path, label, arch, resolution, seed, predictions=None, finished=True, run_extra=None,
-               fold_column=True) -> Path:
+def write_cell(
+    study: Path, label, arch, resolution, seed, predictions=None, finished=True, run_extra=None, fold_column=True
+) -> Path:
     folder = study / "bundles" / cell_name(label, arch, resolution, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cell.json").write_text(json.dumps(
-        {"label": label, "arch": arch, "resolution": resolution, "seed": seed}))
+    (folder / "cell.json").write_text(
+        json.dumps({"label": label, "arch": arch, "resolution": resolution, "seed": seed})
+    )
     if not finished:
         return folder
     frame = predictions if fold_column else predictions.drop(columns="fold")
     frame.to_csv(folder / "predictions.csv", index=False)
-    run = {"label": label, "arch": arch, "resolution": resolution, "seed": seed,
-           "batch_size": max(2, 4096 // resolution), "epochs": 1,
-           "train_seconds": resolution / 10.0, "images_per_s": 40000.0 / resolution,
-           "peak_mem_mb": 100.0 + resolution ** 2 / 100.0, "best_val_auc": 0.0,
-           "best_epoch": 1, "device": "cpu", "torch_threads": 1 + seed % 2,
-           "learning_rate": 1e-3, "init": {"source": "scratch"}}
+    run = {
+        "label": label,
+        "arch": arch,
+        "resolution": resolution,
+        "seed": seed,
+        "batch_size": max(2, 4096 // resolution),
+        "epochs": 1,
+        "train_seconds": resolution / 10.0,
+        "images_per_s": 40000.0 / resolution,
+        "peak_mem_mb": 100.0 + resolution**2 / 100.0,
+        "best_val_auc": 0.0,
+        "best_epoch": 1,
+        "device": "cpu",
+        "torch_threads": 1 + seed % 2,
+        "learning_rate": 1e-3,
+        "init": {"source": "scratch"},
+    }
     run.update(run_extra or {})
     (folder / "run.json").write_text(json.dumps(run))
     return folder
@@ -63,13 +76,33 @@ def write_study_json(study: Path, labels, resolutions, archs, seeds, synthetic=T
     study.mkdir(parents=True, exist_ok=True)
     if cells is None:
         cells = [cell_name(lb, a, r, s) for lb in labels for a in archs for r in sorted(resolutions) for s in seeds]
-    (study / "study.json").write_text(json.dumps({
-        "data": {"dataset": "nih", "split": "random", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0,
-                 "view": "all", "resolutions": list(resolutions), "square": "pad"},
-        "grid": {"labels": list(labels), "resolutions": list(resolutions), "archs": list(archs),
-                 "seeds": list(seeds), "epochs": 1, "learning_rate": 1e-3, "cells": list(cells)},
-        "versions": {"monai-cxr": "0.1.0", "monai": "1.6.1"},
-        "synthetic": synthetic}))
+    (study / "study.json").write_text(
+        json.dumps(
+            {
+                "data": {
+                    "dataset": "nih",
+                    "split": "random",
+                    "val_fraction": 0.2,
+                    "test_fraction": 0.2,
+                    "seed": 0,
+                    "view": "all",
+                    "resolutions": list(resolutions),
+                    "square": "pad",
+                },
+                "grid": {
+                    "labels": list(labels),
+                    "resolutions": list(resolutions),
+                    "archs": list(archs),
+                    "seeds": list(seeds),
+                    "epochs": 1,
+                    "learning_rate": 1e-3,
+                    "cells": list(cells),
+                },
+                "versions": {"monai-cxr": "0.1.0", "monai": "1.6.1"},
+                "synthetic": synthetic,
+            }
+        )
+    )
 
 
 def make_images(labels, n_train=20, n_val=60, n_test=90, prevalence=0.3, unknown=0.0, rng=None) -> pd.DataFrame:
@@ -91,9 +124,23 @@ def make_images(labels, n_train=20, n_val=60, n_test=90, prevalence=0.3, unknown
     return images
 
 
-def make_study(study: Path, labels=("Mass", "Nodule"), resolutions=(32, 64, 128), archs=("resnet34",), seeds=(0,),
-               n_train=20, n_val=60, n_test=90, prevalence=0.3, synthetic=True, signal=None, shared=0.0,
-               noise=1.0, unknown=0.0, rng_seed=0):
+def make_study(
+    study: Path,
+    labels=("Mass", "Nodule"),
+    resolutions=(32, 64, 128),
+    archs=("resnet34",),
+    seeds=(0,),
+    n_train=20,
+    n_val=60,
+    n_test=90,
+    prevalence=0.3,
+    synthetic=True,
+    signal=None,
+    shared=0.0,
+    noise=1.0,
+    unknown=0.0,
+    rng_seed=0,
+):
     """A complete study: every grid cell finished, all cells of a label on the same val and test images.
 
     ``signal(label, arch, resolution)`` sets the separation (default: grows with resolution);
@@ -114,9 +161,15 @@ def make_study(study: Path, labels=("Mass", "Nodule"), resolutions=(32, 64, 128)
             for seed in seeds:
                 for r in resolutions:
                     z = y * signal(label, arch, r) + shared * case + noise * rng.normal(0, 1, len(rows))
-                    pred = pd.DataFrame({"image_id": rows["image_id"].to_numpy(),
-                                         "patient_id": rows["patient_id"].to_numpy(),
-                                         "fold": rows["fold"].to_numpy(), "label": y, "score": 1 / (1 + np.exp(-z))})
+                    pred = pd.DataFrame(
+                        {
+                            "image_id": rows["image_id"].to_numpy(),
+                            "patient_id": rows["patient_id"].to_numpy(),
+                            "fold": rows["fold"].to_numpy(),
+                            "label": y,
+                            "score": 1 / (1 + np.exp(-z)),
+                        }
+                    )
                     write_cell(study, label, arch, r, seed, pred)
                     truth[(label, arch, r, seed)] = pred
     return truth

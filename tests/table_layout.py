@@ -41,8 +41,9 @@ def write_image(path: Path, arr: np.ndarray, kind: str) -> None:
 SUFFIX = {"png8": ".png", "png16": ".png", "rgb": ".png", "jpg": ".jpg", "nii": ".nii.gz", "nii3d": ".nii"}
 
 
-def write_table(root: Path, patients: int = 10, per_patient: int = 2, labels=("Effusion", "Nodule"),
-                table: str = "tables/study.csv") -> list[dict]:
+def write_table(
+    root: Path, patients: int = 10, per_patient: int = 2, labels=("Effusion", "Nodule"), table: str = "tables/study.csv"
+) -> list[dict]:
     """Write images under ``root/images/`` and a table under ``root/tables/`` that points at them
     with relative paths (``../images/...``); return the rows as written."""
     rows = []

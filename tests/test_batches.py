@@ -34,8 +34,9 @@ def cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("cache") / f"r{R}.npy"
     np.save(path, images)
     rows = rng.permutation(N)[:50]
-    data = [{"image": int(r), "label": [int(r % 3 == 0)], "image_id": f"img{r}", "patient_id": f"pat{r // 2}"}
-            for r in rows]
+    data = [
+        {"image": int(r), "label": [int(r % 3 == 0)], "image_id": f"img{r}", "patient_id": f"pat{r // 2}"} for r in rows
+    ]
     return str(path), data
 
 
@@ -112,8 +113,15 @@ def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, l
 
     def run(num_workers):
         sampler = SubsampleSampler(labels, num_samples=40, seed=3, num_replicas=2, rank=1)
-        loader = loader_class(ds, sampler=sampler, batch_size=6, drop_last=True, collate_fn=collate_batch,
-                              num_workers=num_workers, persistent_workers=num_workers > 0)
+        loader = loader_class(
+            ds,
+            sampler=sampler,
+            batch_size=6,
+            drop_last=True,
+            collate_fn=collate_batch,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
         return epochs(loader, 2)
 
     serial, parallel = run(0), run(2)
@@ -122,7 +130,7 @@ def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, l
         expected = list(reference)  # this rank's share of the next epoch, drawn by the sampler alone
         assert len(a) == len(b) == len(expected) // 6
         got = [image_id for batch in a for image_id in batch["image_id"]]
-        assert got == [data[i]["image_id"] for i in expected[:len(got)]]
+        assert got == [data[i]["image_id"] for i in expected[: len(got)]]
         for x, y in zip(a, b):
             assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
             assert x["image_id"] == y["image_id"]
@@ -131,8 +139,9 @@ def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, l
 
 def test_sequential_validation_keeps_the_datalist_order_and_the_last_partial_batch(cache):
     cache_file, data = cache
-    loader = MonaiDataLoader(CacheBatchDataset(cache_file, data), batch_size=16, shuffle=False,
-                             collate_fn=collate_batch)
+    loader = MonaiDataLoader(
+        CacheBatchDataset(cache_file, data), batch_size=16, shuffle=False, collate_fn=collate_batch
+    )
     batches = list(loader)
     assert [len(b["image_id"]) for b in batches] == [16, 16, 16, 2]
     assert [i for b in batches for i in b["image_id"]] == [item["image_id"] for item in data]
@@ -174,8 +183,9 @@ def test_a_fixed_draw_matches_monais_affine(cache):
     batch = batch_of(cache, 3)
     plain, _ = DevicePreprocess()(batch)
     out, _ = DevicePreprocess(augment_prob=1.0, rotate_range=(0.3, 0.3), scale_range=[(0.1, 0.1), (-0.2, -0.2)])(batch)
-    expected = Affine(rotate_params=0.3, scale_params=(1.1, 0.8), padding_mode="zeros", mode="bilinear",
-                      image_only=True)
+    expected = Affine(
+        rotate_params=0.3, scale_params=(1.1, 0.8), padding_mode="zeros", mode="bilinear", image_only=True
+    )
     for k in range(3):
         np.testing.assert_allclose(out[k].numpy(), np.asarray(expected(plain[k])), atol=1e-5)
 
@@ -246,12 +256,25 @@ def test_the_trainer_runs_on_cache_batches_and_reports_the_epoch_loss(cache):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(R * R, 1))
     labels = [item["label"][0] for item in data]
-    loader = DataLoader(CacheBatchDataset(cache_file, data), sampler=SubsampleSampler(labels, 24, seed=0),
-                        batch_size=8, drop_last=True, collate_fn=collate_batch)
-    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=2, train_data_loader=loader, network=net,
-                                optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
-                                loss_function=torch.nn.BCEWithLogitsLoss(), decollate=False, optim_set_to_none=True,
-                                prepare_batch=DevicePreprocess(augment_prob=0.5), train_handlers=[LossAverage()])
+    loader = DataLoader(
+        CacheBatchDataset(cache_file, data),
+        sampler=SubsampleSampler(labels, 24, seed=0),
+        batch_size=8,
+        drop_last=True,
+        collate_fn=collate_batch,
+    )
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=2,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+        decollate=False,
+        optim_set_to_none=True,
+        prepare_batch=DevicePreprocess(augment_prob=0.5),
+        train_handlers=[LossAverage()],
+    )
     losses, seen = [], []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(e.state.metrics["train_loss"]))

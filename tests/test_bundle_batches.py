@@ -67,12 +67,26 @@ def test_train_val_and_score_batches_are_uint8_until_prepare_batch_and_then_the_
 
 
 def test_augmentation_is_the_bundles_choice_for_training_only(cell):
-    options = {"augment_prob": 1.0, "rotate_range": 0.2, "scale_range": 0.1, "flip_prob": 0.5, "brightness": 0.1,
-               "contrast": 0.2, "seed": 3}
+    options = {
+        "augment_prob": 1.0,
+        "rotate_range": 0.2,
+        "scale_range": 0.1,
+        "flip_prob": 0.5,
+        "brightness": 0.1,
+        "contrast": 0.2,
+        "seed": 3,
+    }
     parser = parser_of(cell, **options)
     train, val = parser.get_parsed_content("train#prepare_batch"), parser.get_parsed_content("validate#prepare_batch")
-    assert (train.augment_prob, train.rotate, train.scale[0], train.flip_prob, train.brightness, train.contrast,
-            train.seed) == (1.0, (-0.2, 0.2), (-0.1, 0.1), 0.5, 0.1, 0.2, 3)
+    assert (
+        train.augment_prob,
+        train.rotate,
+        train.scale[0],
+        train.flip_prob,
+        train.brightness,
+        train.contrast,
+        train.seed,
+    ) == (1.0, (-0.2, 0.2), (-0.1, 0.1), 0.5, 0.1, 0.2, 3)
     assert not val.augments
     batch = next(iter(parser.get_parsed_content("validate#dataloader")))
     plain, _ = val(batch, CPU)
@@ -105,6 +119,7 @@ def test_the_engines_see_uint8_batches_and_feed_the_network_the_old_normalisatio
             expected = old_normalisation(cache, rows_of(engine.state.batch, datalist))
             np.testing.assert_allclose(x.numpy(), expected, atol=1e-5, err_msg=name)
             checked[name] += 1
+
         return handler
 
     for name, engine in (("trainer", trainer), ("evaluator", evaluator)):

@@ -23,7 +23,9 @@ def settings(**kw):
 def test_one_bundle_per_cell_the_template_plus_an_override(study_copy):
     generate(study_copy, settings(labels=["Mass", "Nodule"], seeds=[0, 1]))
     names = sorted(p.name for p in (study_copy / "bundles").iterdir())
-    assert names == sorted(f"{l}__resnet34__r{r}__s{s}" for l in ("mass", "nodule") for r in (16, 32) for s in (0, 1))
+    assert names == sorted(
+        f"{lab}__resnet34__r{r}__s{s}" for lab in ("mass", "nodule") for r in (16, 32) for s in (0, 1)
+    )
     cell = study_copy / "bundles" / "nodule__resnet34__r32__s1"
     template = template_dir()
     for name in ("train.json", "evaluate.json", "multi_gpu_train.json", "logging.conf"):
@@ -31,8 +33,15 @@ def test_one_bundle_per_cell_the_template_plus_an_override(study_copy):
     # inference.json stands alone: the template's, with the cell's own values filled in
     inference, base = (json.loads((d / "configs/inference.json").read_text()) for d in (cell, template))
     filled = {k for k in base if inference[k] != base[k]}
-    assert inference["resolution"] == 32 and filled <= {"resolution", "arch", "seed", "network_def", "square",
-                                                         "batch_size", "num_workers"}
+    assert inference["resolution"] == 32 and filled <= {
+        "resolution",
+        "arch",
+        "seed",
+        "network_def",
+        "square",
+        "batch_size",
+        "num_workers",
+    }
     override = json.loads((cell / "configs" / "override.json").read_text())
     assert (override["resolution"], override["seed"], override["epochs"], override["batch_size"]) == (32, 1, 2, 4)
     assert override["network_def"] == network_def("resnet34")
@@ -41,8 +50,12 @@ def test_one_bundle_per_cell_the_template_plus_an_override(study_copy):
     for path in cell.rglob("*"):
         if path.is_file():
             assert str(study_copy) not in path.read_text(), path
-    assert json.loads((cell / "cell.json").read_text()) == {"label": "Nodule", "arch": "resnet34",
-                                                            "resolution": 32, "seed": 1}
+    assert json.loads((cell / "cell.json").read_text()) == {
+        "label": "Nodule",
+        "arch": "resnet34",
+        "resolution": 32,
+        "seed": 1,
+    }
 
     datalist = json.loads((cell / "datalist.json").read_text())
     index = pd.read_csv(study_copy / "data/index.csv", dtype=str)
@@ -63,7 +76,10 @@ def test_each_cell_documents_itself_truthfully(study_copy):
     cell = study_copy / "bundles" / "mass__densenet121__r32__s0"
     meta = json.loads((cell / "configs" / "metadata.json").read_text())
     assert (meta["monai_version"], meta["pytorch_version"], meta["numpy_version"]) == (
-        version("monai"), version("torch"), version("numpy"))
+        version("monai"),
+        version("torch"),
+        version("numpy"),
+    )
     assert meta["required_packages_version"]["pytorch-ignite"] == version("pytorch-ignite")
     assert meta["name"] == "Mass at 32 px, DenseNet121 (monai-cxr cell)"
     assert "from scratch" in meta["description"] and "synthetic phantom" in meta["data_source"].lower()
@@ -74,13 +90,16 @@ def test_each_cell_documents_itself_truthfully(study_copy):
     assert (cell / "LICENSE").is_file()
 
 
-@pytest.mark.parametrize("study,words", [
-    ({"data": {"dataset": "nih"}}, "NIH Clinical Center"),
-    ({"data": {"dataset": "chexpert"}}, "Research Use Agreement"),
-    ({"data": {"dataset": "chestmnist"}}, "CC BY 4.0"),
-    ({"data": {"dataset": "csv"}}, "the terms of your own data"),
-    ({"data": {"dataset": "nih"}, "synthetic": True}, "not radiographs of any person"),
-])
+@pytest.mark.parametrize(
+    "study,words",
+    [
+        ({"data": {"dataset": "nih"}}, "NIH Clinical Center"),
+        ({"data": {"dataset": "chexpert"}}, "Research Use Agreement"),
+        ({"data": {"dataset": "chestmnist"}}, "CC BY 4.0"),
+        ({"data": {"dataset": "csv"}}, "the terms of your own data"),
+        ({"data": {"dataset": "nih"}, "synthetic": True}, "not radiographs of any person"),
+    ],
+)
 def test_data_license_names_the_terms_of_the_studys_data(study, words):
     assert words in data_license(study)
 
@@ -98,7 +117,9 @@ def test_regenerating_leaves_cells_alone_and_protects_finished_ones(study_copy):
     before = {p: p.stat().st_mtime_ns for p in cell.rglob("*")}
     generate(study_copy, settings(resolutions=[16]))
     assert {p: p.stat().st_mtime_ns for p in cell.rglob("*")} == before
-    with pytest.raises(CxrError, match="finished with other settings \\(configs/override.json differs: epochs 2 -> 3\\)"):
+    with pytest.raises(
+        CxrError, match="finished with other settings \\(configs/override.json differs: epochs 2 -> 3\\)"
+    ):
         generate(study_copy, settings(resolutions=[16], epochs=3))
     generate(study_copy, settings(resolutions=[16], epochs=3), force=True)
     assert not (cell / "run.json").exists() and "Not run yet" in readme.read_text()
@@ -112,13 +133,16 @@ def run_cli(capsys, *args):
     return exit_info.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--labels", "Mas"], "unknown label 'Mas'; labels of this dataset: Atelectasis, "),
-    (["--resolutions", "24"], "resolution 24 is not in the cache (cached: 16, 32)"),
-    (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
-    (["--archs", "densenet121"], "resolution 16 is below the 32 px that densenet121 accepts"),
-    (["--subsample", "2", "--batch-size", "4"], "subsample 2 is smaller than the batch size 4"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--labels", "Mas"], "unknown label 'Mas'; labels of this dataset: Atelectasis, "),
+        (["--resolutions", "24"], "resolution 24 is not in the cache (cached: 16, 32)"),
+        (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
+        (["--archs", "densenet121"], "resolution 16 is below the 32 px that densenet121 accepts"),
+        (["--subsample", "2", "--batch-size", "4"], "subsample 2 is smaller than the batch size 4"),
+    ],
+)
 def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
     base = {"--labels": "Mass", "--resolutions": "16,32"}
     for flag, value in zip(args[::2], args[1::2]):
@@ -173,8 +197,25 @@ def test_hostile_label_is_only_data(tmp_path):
 
 
 def test_generate_cli_writes_the_grid(study_copy):
-    main(["generate", "--study-dir", str(study_copy), "--labels", "Mass", "--resolutions", "16",
-          "--seeds", "0,2", "--epochs", "1", "--batch-size", "4", "--subsample", "8"])
+    main(
+        [
+            "generate",
+            "--study-dir",
+            str(study_copy),
+            "--labels",
+            "Mass",
+            "--resolutions",
+            "16",
+            "--seeds",
+            "0,2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--subsample",
+            "8",
+        ]
+    )
     grid = json.loads((study_copy / "study.json").read_text())["grid"]
     assert grid["cells"] == ["mass__resnet34__r16__s0", "mass__resnet34__r16__s2"]
     assert grid["subsample"] == 8 and grid["balanced"] is True

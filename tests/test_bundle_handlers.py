@@ -41,8 +41,11 @@ def test_the_loss_is_read_back_per_line_not_per_step_and_the_epoch_mean_is_exact
     assert means == pytest.approx([sum(LOSSES[:10]) / 10, sum(LOSSES[10:]) / 10])
     lines = list(log_lines)
     assert [line.split("  loss")[0] for line in lines if "  loss " in line] == [
-        "epoch 1/2  iteration 5/10", "epoch 1/2  iteration 10/10", "epoch 2/2  iteration 5/10",
-        "epoch 2/2  iteration 10/10"]
+        "epoch 1/2  iteration 5/10",
+        "epoch 1/2  iteration 10/10",
+        "epoch 2/2  iteration 5/10",
+        "epoch 2/2  iteration 10/10",
+    ]
     assert f"loss {sum(LOSSES[5:10]) / 5:.4f}  " in lines[1] and "ETA 0:00:00" in lines[-2]
     assert lines[2].startswith(f"epoch 1/2: train_loss {means[0]:.4f} (mean of 10 iterations)")
 
@@ -58,8 +61,10 @@ def test_on_a_terminal_the_progress_bar_shows_the_figures_and_no_lines_are_logge
 
 @pytest.mark.parametrize("decollated", [False, True])
 def test_predictions_are_collected_per_batch_and_written_with_their_fold(tmp_path, decollated):
-    batches = [{"image_id": ["a", "b"], "patient_id": ["p", "p"], "fold": ["val", "val"]},
-               {"image_id": ["c"], "patient_id": ["q"], "fold": ["test"]}]
+    batches = [
+        {"image_id": ["a", "b"], "patient_id": ["p", "p"], "fold": ["val", "val"]},
+        {"image_id": ["c"], "patient_id": ["q"], "fold": ["test"]},
+    ]
     scores = [torch.tensor([[0.25], [0.5]]), torch.tensor([[0.75]])]
     labels = [torch.tensor([[1.0], [0.0]]), torch.tensor([[1.0]])]
 
@@ -76,6 +81,10 @@ def test_predictions_are_collected_per_batch_and_written_with_their_fold(tmp_pat
     engine.run(batches, max_epochs=1)
     assert Counted.reads == 2  # scores and labels read back once each per run, never sample by sample
     written = pd.read_csv(tmp_path / "p.csv")
-    assert written.to_dict("list") == {"image_id": ["a", "b", "c"], "patient_id": ["p", "p", "q"],
-                                       "fold": ["val", "val", "test"], "label": [1, 0, 1],
-                                       "score": [0.25, 0.5, 0.75]}
+    assert written.to_dict("list") == {
+        "image_id": ["a", "b", "c"],
+        "patient_id": ["p", "p", "q"],
+        "fold": ["val", "val", "test"],
+        "label": [1, 0, 1],
+        "score": [0.25, 0.5, 0.75],
+    }

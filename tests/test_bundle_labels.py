@@ -26,8 +26,9 @@ def test_alias_selects_the_column_and_unknown_rows_are_left_out(tmp_path):
 def test_unknown_rows_do_not_count_as_negatives(tmp_path):
     # every val image (patients 0, 4, 8, 12 -> rows 0,1, 8,9, 16,17, 24,25) positive or unknown
     val_rows = {0, 1, 8, 9, 16, 17, 24, 25}
-    study = make_hand_study(tmp_path / "s", {"Mass": lambda i: (1 if i in (0, 8, 16) else -1) if i in val_rows
-                                             else i % 2})
+    study = make_hand_study(
+        tmp_path / "s", {"Mass": lambda i: (1 if i in (0, 8, 16) else -1) if i in val_rows else i % 2}
+    )
     with pytest.raises(CxrError, match=r"has \d+ positive and 0 negative images in the validation fold"):
         generate(study, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
 

@@ -13,8 +13,11 @@ from monai_cxr.run.executor import run_cells
 
 def contents(root):
     """Every file under ``root`` by relative path, with the hash of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_copied_study_runs_and_reports_in_the_copy_and_leaves_the_original_alone(study_copy, tmp_path, log_lines):

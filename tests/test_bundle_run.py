@@ -49,8 +49,9 @@ def test_properties_of_monais_train_and_infer_workflows_are_all_there(tmp_path, 
 
 def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_path):
     # images of the first label carry a bright square; the hostile one is trained, on other images
-    study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2, HOSTILE: lambda i: (i // 3) % 2},
-                            n_patients=12)
+    study = make_hand_study(
+        tmp_path / "study", {"Mass": lambda i: i % 2, HOSTILE: lambda i: (i // 3) % 2}, n_patients=12
+    )
     split = pd.read_csv(study / "data" / "split.csv", dtype=str)
     split.loc[split["patient_id"].isin(TEST_PATIENTS), "fold"] = "test"
     split.to_csv(study / "data" / "split.csv", index=False)
@@ -59,18 +60,37 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # MONAI does not derive bundle_root from the config's location: outside the cell it is given
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cell), "--log_every", "1",
-                           "--config_file", repr(configs(cell, "train.json", "override.json"))],
-                          check=False, cwd=elsewhere, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--bundle_root",
+            str(cell),
+            "--log_every",
+            "1",
+            "--config_file",
+            repr(configs(cell, "train.json", "override.json")),
+        ],
+        check=False,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not list(tmp_path.rglob("X"))  # the label was never evaluated
     assert not list(elsewhere.iterdir())  # nothing written relative to the working directory
 
     # the log: a plain line per `log_every` iterations, the epoch's mean loss and the val AUC, no carriage return
     assert "\r" not in proc.stdout + proc.stderr
-    for line in ("epoch 1/2  iteration 1/2  loss ", "epoch 2/2  iteration 2/2  loss ", "epoch 2/2: train_loss ",
-                 "epoch 2/2: val_auc "):
+    for line in (
+        "epoch 1/2  iteration 1/2  loss ",
+        "epoch 2/2  iteration 2/2  loss ",
+        "epoch 2/2: train_loss ",
+        "epoch 2/2: val_auc ",
+    ):
         assert line in proc.stdout, line
     assert " img/s  ETA 0:00:" in proc.stdout and "(DeLong SE), best " in proc.stdout
 
@@ -86,8 +106,11 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     predictions = pd.read_csv(cell / "predictions.csv", dtype={"image_id": str, "patient_id": str})
     assert list(predictions.columns) == ["image_id", "patient_id", "fold", "label", "score"]
     datalist = json.loads((cell / "datalist.json").read_text())
-    expected = [(d["image_id"], d["patient_id"], fold, d["label"][0])
-                for key, fold in (("validation", "val"), ("test", "test")) for d in datalist[key]]
+    expected = [
+        (d["image_id"], d["patient_id"], fold, d["label"][0])
+        for key, fold in (("validation", "val"), ("test", "test"))
+        for d in datalist[key]
+    ]
     assert {d["patient_id"] for d in datalist["test"]} == set(TEST_PATIENTS)
     assert list(predictions[["image_id", "patient_id", "fold", "label"]].itertuples(index=False, name=None)) == expected
     assert predictions["score"].between(0, 1).all()
@@ -107,8 +130,11 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
     # evaluate.json (an overlay of train.json) rescores the saved checkpoint: the same AUC and predictions
-    evaluate = ConfigWorkflow(config_file=configs(cell, "train.json", "override.json", "evaluate.json"),
-                              workflow_type="eval", bundle_root=str(cell))
+    evaluate = ConfigWorkflow(
+        config_file=configs(cell, "train.json", "override.json", "evaluate.json"),
+        workflow_type="eval",
+        bundle_root=str(cell),
+    )
     evaluate.initialize()
     evaluate.run()
     rescored = pd.read_csv(cell / "eval" / "predictions.csv", dtype={"image_id": str, "patient_id": str})
@@ -125,17 +151,26 @@ def test_hostile_label_cell_runs_from_another_directory_and_never_executes(tmp_p
     files.mkdir()
     for n, image_id in enumerate(val["image_id"]):
         Image.fromarray(np.asarray(cache[int(rows[image_id])])).save(files / f"{n:03d}.png")
-    infer = ConfigWorkflow(config_file=str(cell / "configs" / "inference.json"), workflow_type="infer",
-                           bundle_root=str(cell), dataset_dir=str(files))
+    infer = ConfigWorkflow(
+        config_file=str(cell / "configs" / "inference.json"),
+        workflow_type="infer",
+        bundle_root=str(cell),
+        dataset_dir=str(files),
+    )
     infer.initialize()
     infer.run()
     inferred = pd.read_csv(cell / "inference" / "scores.csv").sort_values("image")
     assert inferred["score"].to_numpy() == pytest.approx(val["score"].to_numpy(), abs=1e-5)
 
     train = configs(cell, "train.json", "override.json")
-    verify_net_in_out(net_id="network_def", meta_file=str(cell / "configs" / "metadata.json"), config_file=train,
-                      device="cpu")
-    ckpt_export(net_id="network_def", filepath=str(cell / "models" / "model.ts"),
-                ckpt_file=str(cell / "models" / "model.pt"), meta_file=str(cell / "configs" / "metadata.json"),
-                config_file=train)
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(cell / "configs" / "metadata.json"), config_file=train, device="cpu"
+    )
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(cell / "models" / "model.ts"),
+        ckpt_file=str(cell / "models" / "model.pt"),
+        meta_file=str(cell / "configs" / "metadata.json"),
+        config_file=train,
+    )
     assert (cell / "models" / "model.ts").stat().st_size > 0

@@ -149,5 +149,6 @@ def test_a_cache_of_the_previous_format_is_rebuilt_with_exact_area_means(tmp_pat
     build_cache(index, tmp_path / "cache", [30], workers=1, progress=False)
     assert "rebuilding" in log_lines[0]
     for row, path in enumerate(index["path"]):
-        np.testing.assert_array_equal(open_cache(tmp_path / "cache", 30)[row],
-                                      area_resize(np.asarray(Image.open(path)), [30])[30])
+        np.testing.assert_array_equal(
+            open_cache(tmp_path / "cache", 30)[row], area_resize(np.asarray(Image.open(path)), [30])[30]
+        )

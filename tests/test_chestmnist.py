@@ -21,7 +21,7 @@ def test_index_rows_labels_and_references(tmp_path):
     arrays = write_chestmnist(tmp_path, sides=(28, 64))
     index, files = read_chestmnist(tmp_path)
     assert sorted(files) == [28, 64]
-    assert list(index.columns[4:]) == list(FILE_ORDER) and NIH_NAMES <= set(index.columns)
+    assert list(index.columns[4:]) == list(FILE_ORDER) and set(index.columns) >= NIH_NAMES
     assert len(index) == sum(SIZES.values())
     assert index["image_id"].iloc[[0, 10, 14]].tolist() == ["train_00000", "val_00000", "test_00000"]
     assert (index["patient_id"] == index["image_id"]).all()
@@ -48,8 +48,11 @@ def test_cache_copies_each_size_and_resizes_from_the_largest(tmp_path, monkeypat
     resized = np.rint(stacked.astype(float).reshape(-1, 16, 4, 16, 4).mean(axis=(2, 4)))  # 4x4 block means
     np.testing.assert_array_equal(open_cache(cache, 16), resized)  # from the 64 px file, not the 28
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["origin"] == {"16": "area-resized from chestmnist_64.npz (64 px)",
-                                  "28": "copied from chestmnist.npz", "64": "copied from chestmnist_64.npz"}
+    assert manifest["origin"] == {
+        "16": "area-resized from chestmnist_64.npz (64 px)",
+        "28": "copied from chestmnist.npz",
+        "64": "copied from chestmnist_64.npz",
+    }
     assert "cache: 16 px area-resized from chestmnist_64.npz (64 px)" in messages
     study = json.loads((tmp_path / "s/study.json").read_text())["data"]
     assert study["split"] == "official" and "no patient ids" in study["notes"][0]
@@ -58,8 +61,7 @@ def test_cache_copies_each_size_and_resizes_from_the_largest(tmp_path, monkeypat
 
 def test_a_single_file_is_the_only_source(tmp_path):
     write_chestmnist(tmp_path, sides=(28, 64))
-    prepare("chestmnist", tmp_path / "chestmnist_64.npz", tmp_path / "s", [28],
-            progress=False)
+    prepare("chestmnist", tmp_path / "chestmnist_64.npz", tmp_path / "s", [28], progress=False)
     manifest = json.loads((tmp_path / "s/data/cache/manifest.json").read_text())
     assert manifest["origin"] == {"28": "area-resized from chestmnist_64.npz (64 px)"}
     # the index alone (no explicit files) names the same source
@@ -71,10 +73,14 @@ def test_a_single_file_is_the_only_source(tmp_path):
 def test_resolution_above_the_largest_file_is_refused(tmp_path):
     write_chestmnist(tmp_path, sides=(28, 64))
     index, files = read_chestmnist(tmp_path)
-    with pytest.raises(CxrError, match=r"resolution 128 exceeds the largest ChestMNIST file "
-                                       r"\(chestmnist_64.npz, 64 px\); available sizes: 28, 64"):
-        build_cache(index, tmp_path / "c", [32, 128], images=NpzImages.from_references(index["path"], files),
-                    progress=False)
+    with pytest.raises(
+        CxrError,
+        match=r"resolution 128 exceeds the largest ChestMNIST file "
+        r"\(chestmnist_64.npz, 64 px\); available sizes: 28, 64",
+    ):
+        build_cache(
+            index, tmp_path / "c", [32, 128], images=NpzImages.from_references(index["path"], files), progress=False
+        )
 
 
 def _replace_npz(path, **changes):
@@ -84,25 +90,46 @@ def _replace_npz(path, **changes):
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda p: _replace_npz(p / "chestmnist_64.npz", val_images=None), "chestmnist_64.npz lacks key.*val_images"),
-    (lambda p: _replace_npz(p / "chestmnist_64.npz", test_images=np.zeros((5, 28, 28), np.uint8)),
-     "mixes image sizes"),
-    (lambda p: _replace_npz(p / "chestmnist_64.npz", train_images=np.zeros((10, 64, 64, 3), np.uint8)),
-     "colour MedMNIST file is not ChestMNIST"),
-    (lambda p: _replace_npz(p / "chestmnist_64.npz", train_labels=np.zeros((10, 13), np.uint8)), "expected"),
-    (lambda p: _replace_npz(p / "chestmnist.npz", val_images=np.zeros((4, 64, 64), np.uint8),
-                            train_images=np.zeros((10, 64, 64), np.uint8),
-                            test_images=np.zeros((5, 64, 64), np.uint8)), "not the 28 px its name says"),
-    (lambda p: _replace_npz(p / "chestmnist.npz", val_images=np.zeros((3, 28, 28), np.uint8),
-                            val_labels=np.zeros((3, 14), np.uint8)), "not from one release"),
-    (lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.ones((4, 14), np.uint8)), "disagree on val_labels"),
-    (lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.full((4, 14), 2, np.uint8)),
-     r"val_labels row 0 column 'Atelectasis' holds 2"),
-    (lambda p: (p / "chestmnist_64.npz").write_bytes(b"not a zip"), "cannot read .* as an .npz"),
-    (lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.array([[None] * 14] * 4, dtype=object)),
-     "cannot read val_labels"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda p: _replace_npz(p / "chestmnist_64.npz", val_images=None), "chestmnist_64.npz lacks key.*val_images"),
+        (
+            lambda p: _replace_npz(p / "chestmnist_64.npz", test_images=np.zeros((5, 28, 28), np.uint8)),
+            "mixes image sizes",
+        ),
+        (
+            lambda p: _replace_npz(p / "chestmnist_64.npz", train_images=np.zeros((10, 64, 64, 3), np.uint8)),
+            "colour MedMNIST file is not ChestMNIST",
+        ),
+        (lambda p: _replace_npz(p / "chestmnist_64.npz", train_labels=np.zeros((10, 13), np.uint8)), "expected"),
+        (
+            lambda p: _replace_npz(
+                p / "chestmnist.npz",
+                val_images=np.zeros((4, 64, 64), np.uint8),
+                train_images=np.zeros((10, 64, 64), np.uint8),
+                test_images=np.zeros((5, 64, 64), np.uint8),
+            ),
+            "not the 28 px its name says",
+        ),
+        (
+            lambda p: _replace_npz(
+                p / "chestmnist.npz", val_images=np.zeros((3, 28, 28), np.uint8), val_labels=np.zeros((3, 14), np.uint8)
+            ),
+            "not from one release",
+        ),
+        (lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.ones((4, 14), np.uint8)), "disagree on val_labels"),
+        (
+            lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.full((4, 14), 2, np.uint8)),
+            r"val_labels row 0 column 'Atelectasis' holds 2",
+        ),
+        (lambda p: (p / "chestmnist_64.npz").write_bytes(b"not a zip"), "cannot read .* as an .npz"),
+        (
+            lambda p: _replace_npz(p / "chestmnist.npz", val_labels=np.array([[None] * 14] * 4, dtype=object)),
+            "cannot read val_labels",
+        ),
+    ],
+)
 def test_broken_files_are_one_clear_error(tmp_path, change, message):
     write_chestmnist(tmp_path, sides=(28, 64))
     change(tmp_path)

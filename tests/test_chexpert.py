@@ -47,11 +47,14 @@ def test_views_are_frontal_by_default_and_selectable(tmp_path):
 
 # Hand count of HAND_ROWS (frontal rows only: rows 1, 3, 4, 5, 6 of the table):
 #   Edema cells -1, 0, 1, -1, blank;  Pleural Effusion blank, -1, -1, 1, blank;  No Finding 1 once.
-@pytest.mark.parametrize("policy,edema,effusion", [
-    ("ones", (3, 2, 0), (3, 2, 0)),     # (positives, negatives, unknown)
-    ("zeros", (1, 4, 0), (1, 4, 0)),
-    ("ignore", (1, 2, 2), (1, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "policy,edema,effusion",
+    [
+        ("ones", (3, 2, 0), (3, 2, 0)),  # (positives, negatives, unknown)
+        ("zeros", (1, 4, 0), (1, 4, 0)),
+        ("ignore", (1, 2, 2), (1, 2, 2)),
+    ],
+)
 def test_uncertainty_policies_match_a_hand_count(tmp_path, policy, edema, effusion):
     write_chexpert(tmp_path, HAND_ROWS, [])
     index = read_chexpert(tmp_path, uncertain=policy)
@@ -68,8 +71,20 @@ def test_uncertainty_policies_match_a_hand_count(tmp_path, policy, edema, effusi
 
 def test_official_split_uses_valid_csv_as_the_val_fold(tmp_path):
     write_chexpert(tmp_path / "d")
-    main(["prepare", "--dataset", "chexpert", "--data-dir", str(tmp_path / "d"), "--study-dir", str(tmp_path / "s"),
-          "--split", "official", "--no-cache"])
+    main(
+        [
+            "prepare",
+            "--dataset",
+            "chexpert",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--study-dir",
+            str(tmp_path / "s"),
+            "--split",
+            "official",
+            "--no-cache",
+        ]
+    )
     split = pd.read_csv(tmp_path / "s/data/split.csv")
     is_valid = split["image_id"].str.startswith("valid/")
     assert (split.loc[is_valid, "fold"] == "val").all() and (split.loc[~is_valid, "fold"] == "train").all()
@@ -85,13 +100,16 @@ def _edit_train_csv(release, transform):
     path.write_text("\n".join(transform(lines)) + "\n")
 
 
-@pytest.mark.parametrize("transform,message", [
-    (lambda ls: [ls[0], ls[1].replace(",1.0,", ",2.0,", 1)] + ls[2:], r"train.csv line 2: column '.*' holds '2.0'"),
-    (lambda ls: [ls[0].replace("Pleural Effusion", "Effusion")] + ls[1:], "no column 'Pleural Effusion'"),
-    (lambda ls: [ls[0], ls[1].replace("patient00001", "p1")] + ls[2:], "line 2: no patientNNNNN"),
-    (lambda ls: [ls[0], ls[1].replace("Frontal", "Oblique")] + ls[2:], "Frontal/Lateral is 'Oblique'"),
-    (lambda ls: ls + [ls[1]], "duplicate image ids"),
-])
+@pytest.mark.parametrize(
+    "transform,message",
+    [
+        (lambda ls: [ls[0], ls[1].replace(",1.0,", ",2.0,", 1)] + ls[2:], r"train.csv line 2: column '.*' holds '2.0'"),
+        (lambda ls: [ls[0].replace("Pleural Effusion", "Effusion")] + ls[1:], "no column 'Pleural Effusion'"),
+        (lambda ls: [ls[0], ls[1].replace("patient00001", "p1")] + ls[2:], "line 2: no patientNNNNN"),
+        (lambda ls: [ls[0], ls[1].replace("Frontal", "Oblique")] + ls[2:], "Frontal/Lateral is 'Oblique'"),
+        (lambda ls: ls + [ls[1]], "duplicate image ids"),
+    ],
+)
 def test_bad_csv_is_one_clear_error(tmp_path, transform, message):
     release = write_chexpert(tmp_path, HAND_ROWS, [])
     _edit_train_csv(release, transform)
@@ -113,8 +131,25 @@ def test_missing_release_and_missing_images(tmp_path):
 
 def test_prepare_end_to_end_keeps_the_contract(tmp_path):
     write_chexpert(tmp_path / "d")
-    main(["prepare", "--dataset", "chexpert", "--data-dir", str(tmp_path / "d"), "--study-dir", str(tmp_path / "s"),
-          "--resolutions", "16,32", "--uncertain", "ignore", "--workers", "1", "--test-fraction", "0"])
+    main(
+        [
+            "prepare",
+            "--dataset",
+            "chexpert",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--study-dir",
+            str(tmp_path / "s"),
+            "--resolutions",
+            "16,32",
+            "--uncertain",
+            "ignore",
+            "--workers",
+            "1",
+            "--test-fraction",
+            "0",
+        ]
+    )
     index = pd.read_csv(tmp_path / "s/data/index.csv", dtype={"image_id": str, "patient_id": str})
     split = pd.read_csv(tmp_path / "s/data/split.csv", dtype={"image_id": str, "patient_id": str})
     assert split["image_id"].tolist() == index["image_id"].tolist()

@@ -18,8 +18,7 @@ def csv_file(tmp_path):
     rng = np.random.default_rng(0)
     y = (rng.random(60) < 0.4).astype(int)
     base = rng.normal(size=60) + y
-    s = np.stack([np.round(base + rng.normal(size=60), 2), np.round(base + 2 * rng.normal(size=60), 1),
-                  np.round(base)])
+    s = np.stack([np.round(base + rng.normal(size=60), 2), np.round(base + 2 * rng.normal(size=60), 1), np.round(base)])
     path = tmp_path / "preds.csv"
     rows = ["image_id,label,s1,s2,s3"] + [f"img{i},{y[i]},{s[0, i]},{s[1, i]},{s[2, i]}" for i in range(60)]
     path.write_text("\n".join(rows) + "\n")
@@ -33,8 +32,23 @@ def run_json(capsys, args):
 
 def test_json_contract(csv_file, capsys):
     path, y, s = csv_file
-    out = run_json(capsys, ["delong", str(path), "--truth-col", "label",
-                            "--score-col", "s1", "--score-col", "s2", "--score-col", "s3", "--level", "0.9"])
+    out = run_json(
+        capsys,
+        [
+            "delong",
+            str(path),
+            "--truth-col",
+            "label",
+            "--score-col",
+            "s1",
+            "--score-col",
+            "s2",
+            "--score-col",
+            "s3",
+            "--level",
+            "0.9",
+        ],
+    )
     ref = delong(y, s, level=0.9)
     assert [r["name"] for r in out["scores"]] == ["s1", "s2", "s3"]
     for i, row in enumerate(out["scores"]):
@@ -50,7 +64,8 @@ def test_json_contract(csv_file, capsys):
         assert p["diff"] == pytest.approx(ref.auc[i] - ref.auc[j], abs=1e-15)
         assert p["cov"] == pytest.approx(ref.cov[i, j], abs=1e-15)
         assert (p["z"], p["p_value"], p["ratio"], p["ratio_se"]) == pytest.approx(
-            (c.z, c.p_value, ref.auc[i] / ref.auc[j], c.ratio_se), abs=1e-15)
+            (c.z, c.p_value, ref.auc[i] / ref.auc[j], c.ratio_se), abs=1e-15
+        )
     assert out["pairs"][0]["p_holm"] >= out["pairs"][0]["p_value"]
 
 
@@ -76,10 +91,16 @@ def test_table_names_models_and_figures(csv_file, capsys):
         (None, ["--truth-col", "label", "--score-col", "nope"], "no column 'nope'"),
         (None, ["--truth-col", "truth", "--score-col", "s1"], "no column 'truth'"),
         (None, ["--truth-col", "label", "--score-col", "s1", "--score-col", "s1"], "repeats"),
-        (None, ["--truth-col", "label", "--score-col", "label", "--score-col", "s1"],
-         "both the truth column and a score column"),
-        (("img3,", "img3,2"), ["--truth-col", "label", "--score-col", "s1"],
-         "line 5: truth column 'label' holds '2'; allowed: 0 or 1"),
+        (
+            None,
+            ["--truth-col", "label", "--score-col", "label", "--score-col", "s1"],
+            "both the truth column and a score column",
+        ),
+        (
+            ("img3,", "img3,2"),
+            ["--truth-col", "label", "--score-col", "s1"],
+            "line 5: truth column 'label' holds '2'; allowed: 0 or 1",
+        ),
         ("nan", ["--truth-col", "label", "--score-col", "s1"], "not a finite number"),
         ("text", ["--truth-col", "label", "--score-col", "s1"], "holds 'abc'"),
         ("one-class", ["--truth-col", "label", "--score-col", "s1"], "single class"),
@@ -114,9 +135,11 @@ def test_missing_file_is_one_line(tmp_path, capsys):
 
 def test_delong_command_does_not_import_torch(csv_file):
     path, _, _ = csv_file
-    code = ("import sys, json; from monai_cxr.cli import main; "
-            f"main(['delong', {str(path)!r}, '--truth-col', 'label', '--score-col', 's1', '--json']); "
-            "sys.stderr.write(json.dumps(sorted(m for m in ('torch', 'monai') if m in sys.modules)))")
+    code = (
+        "import sys, json; from monai_cxr.cli import main; "
+        f"main(['delong', {str(path)!r}, '--truth-col', 'label', '--score-col', 's1', '--json']); "
+        "sys.stderr.write(json.dumps(sorted(m for m in ('torch', 'monai') if m in sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["scores"][0]["name"] == "s1"
     assert json.loads(done.stderr) == []

@@ -14,15 +14,29 @@ from monai_cxr.cli import main
 
 def run_cli(*args):
     """Run the installed console entry point in a subprocess: exit code, stdout, stderr."""
-    proc = subprocess.run([sys.executable, "-c", "from monai_cxr.cli import main; main()", *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from monai_cxr.cli import main; main()", *args], capture_output=True, text=True
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_prepare_writes_index_split_cache_and_study(tmp_path):
     write_release(tmp_path / "nih", patients=15, layout="nested")
-    main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
-          "--resolutions", "32,16", "--split", "official", "--workers", "1"])
+    main(
+        [
+            "prepare",
+            "--data-dir",
+            str(tmp_path / "nih"),
+            "--study-dir",
+            str(tmp_path / "s"),
+            "--resolutions",
+            "32,16",
+            "--split",
+            "official",
+            "--workers",
+            "1",
+        ]
+    )
     index = pd.read_csv(tmp_path / "s/data/index.csv")
     split = pd.read_csv(tmp_path / "s/data/split.csv")
     assert split["image_id"].tolist() == index["image_id"].tolist()
@@ -33,16 +47,18 @@ def test_prepare_writes_index_split_cache_and_study(tmp_path):
     assert study["synthetic"] is False and "numpy" in study["versions"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--resolutions", "0,32"], "0 is not a positive integer"),
-    (["--resolutions", "32,big"], "'big' is not an integer"),
-    (["--resolutions", "96"], "resolution 96 exceeds the source size"),
-    (["--data-dir", "/nonexistent/nih"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--resolutions", "0,32"], "0 is not a positive integer"),
+        (["--resolutions", "32,big"], "'big' is not an integer"),
+        (["--resolutions", "96"], "resolution 96 exceeds the source size"),
+        (["--data-dir", "/nonexistent/nih"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     write_release(tmp_path / "nih", patients=10)
-    base = ["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
-            "--workers", "1"]
+    base = ["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"), "--workers", "1"]
     code, out, err = run_cli(*base, *args)
     assert code == 2
     assert message in err and "Traceback" not in err
@@ -53,8 +69,8 @@ def test_labels_without_positives_are_named_in_one_line(tmp_path, log_lines):
     write_release(tmp_path / "nih", patients=10)  # its findings never include e.g. Pneumonia
     messages = log_lines
     from monai_cxr.data.prepare import prepare
-    prepare(dataset="nih", data_dir=tmp_path / "nih", study_dir=tmp_path / "s", resolutions=[16],
-            cache=False)
+
+    prepare(dataset="nih", data_dir=tmp_path / "nih", study_dir=tmp_path / "s", resolutions=[16], cache=False)
     notes = [m for m in messages if "cannot be studied" in m]
     assert len(notes) == 1 and "Pneumonia" in notes[0] and "Mass" not in notes[0].split(":")[-1]
 
@@ -64,8 +80,10 @@ def test_bad_cache_settings_are_refused_before_anything_is_written(tmp_path):
     from monai_cxr.errors import CxrError
 
     write_release(tmp_path / "nih", patients=5)
-    for kwargs, message in (({"resolutions": [0, 16]}, "not a positive integer"),
-                            ({"resolutions": [16], "square": "stretch"}, "square policy 'stretch'")):
+    for kwargs, message in (
+        ({"resolutions": [0, 16]}, "not a positive integer"),
+        ({"resolutions": [16], "square": "stretch"}, "square policy 'stretch'"),
+    ):
         with pytest.raises(CxrError, match=message):
             prepare(dataset="nih", data_dir=tmp_path / "nih", study_dir=tmp_path / "s", **kwargs)
         assert not (tmp_path / "s").exists()
@@ -73,8 +91,7 @@ def test_bad_cache_settings_are_refused_before_anything_is_written(tmp_path):
 
 def test_no_cache_flag_skips_the_cache(tmp_path):
     write_release(tmp_path / "nih", patients=6)
-    main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"),
-          "--no-cache"])
+    main(["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"), "--no-cache"])
     assert (tmp_path / "s/data/split.csv").is_file() and not (tmp_path / "s/data/cache").exists()
 
 

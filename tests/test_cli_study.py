@@ -12,9 +12,14 @@ from monai_cxr.grid import presets
 from monai_cxr.grid.settings import GridSettings
 from monai_cxr.run import executor
 
-TINY = presets.Preset(name="tiny", description="a tiny phantom", synthetic=True,
-                      phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
-                      grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID), jobs=2)
+TINY = presets.Preset(
+    name="tiny",
+    description="a tiny phantom",
+    synthetic=True,
+    phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
+    grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID),
+    jobs=2,
+)
 
 
 @pytest.fixture
@@ -81,12 +86,15 @@ def test_dry_run_of_a_preset_without_its_data_says_so(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--gpus-per-cell", "1"], "--address and --gpus-per-cell apply to --executor ray"),
-    (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
-    (["--resolutions", "512"], "resolution 512 exceeds the 256 px phantom of preset 'quick'"),
-    (["--lr", "0.1", "--learning-rate", "0.2"], "--lr is the old name of --learning-rate; give one"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--gpus-per-cell", "1"], "--address and --gpus-per-cell apply to --executor ray"),
+        (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
+        (["--resolutions", "512"], "resolution 512 exceeds the 256 px phantom of preset 'quick'"),
+        (["--lr", "0.1", "--learning-rate", "0.2"], "--lr is the old name of --learning-rate; give one"),
+    ],
+)
 def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "--study-dir", str(tmp_path / "s"), *args])
@@ -98,10 +106,40 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys, a
 
 def test_given_options_win_over_the_preset_and_the_merge_is_recorded(tmp_path, tiny_preset):
     study = tmp_path / "s"
-    main(["study", "--preset", "tiny", "--study-dir", str(study), "--epochs", "1", "--lr", "0.01",
-          "--resolutions", "16,32", "--seeds", "0,1", "--loader-workers", "1", "--amp", "bf16", "--unbalanced",
-          "--executor", "ray", "--address", "auto", "--gpus-per-cell", "1", "--nproc-per-node", "2",
-          "--val-fraction", "0.3", "--seed", "5"])
+    main(
+        [
+            "study",
+            "--preset",
+            "tiny",
+            "--study-dir",
+            str(study),
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--resolutions",
+            "16,32",
+            "--seeds",
+            "0,1",
+            "--loader-workers",
+            "1",
+            "--amp",
+            "bf16",
+            "--unbalanced",
+            "--executor",
+            "ray",
+            "--address",
+            "auto",
+            "--gpus-per-cell",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--val-fraction",
+            "0.3",
+            "--seed",
+            "5",
+        ]
+    )
     grid = study_json(study)["grid"]
     assert (grid["epochs"], grid["learning_rate"], grid["seeds"], grid["loader_workers"]) == (1, 0.01, [0, 1], 1)
     assert (grid["amp"], grid["balanced"]) == ("bf16", False)
@@ -115,8 +153,13 @@ def test_given_options_win_over_the_preset_and_the_merge_is_recorded(tmp_path, t
     recorded = study_json(study)["study"]
     assert recorded["preset"] == "tiny" and {"epochs", "learning_rate", "executor"} <= set(recorded["given"])
     assert "batch_size" not in recorded["given"]
-    assert tiny_preset == {"executor": "ray", "address": "auto", "gpus_per_cell": 1.0, "cpus_per_cell": 1.0,
-                           "nproc_per_node": 2}  # Ray fills the cluster: the preset's local jobs are not passed
+    assert tiny_preset == {
+        "executor": "ray",
+        "address": "auto",
+        "gpus_per_cell": 1.0,
+        "cpus_per_cell": 1.0,
+        "nproc_per_node": 2,
+    }  # Ray fills the cluster: the preset's local jobs are not passed
     assert recorded["run"] == tiny_preset
 
 

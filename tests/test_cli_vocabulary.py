@@ -27,10 +27,12 @@ def test_every_option_has_help_and_shows_its_default(name):
         assert param.help and param.help.strip(), f"{name} {param.opts[0]} has no help"
         assert param.required or param.show_default not in (None, False), f"{name} {param.opts[0]} hides its default"
         assert not (param.is_flag and not param.secondary_opts and param.default), (
-            f"{name} {param.opts[0]}: a flag that is on by default cannot be turned off")
+            f"{name} {param.opts[0]}: a flag that is on by default cannot be turned off"
+        )
         assert param.is_flag or param.type.name != "boolean", f"{name} {param.opts[0]}"
         assert not (not param.is_flag and param.flag_value not in (None, False, True)), (
-            f"{name} {param.opts[0]} has a hidden value for its bare form")
+            f"{name} {param.opts[0]} has a hidden value for its bare form"
+        )
 
 
 def test_study_takes_every_option_of_the_stages_with_the_same_definition():
@@ -41,8 +43,11 @@ def test_study_takes_every_option_of_the_stages_with_the_same_definition():
                 continue
             assert param.name in study, f"study lacks {stage} {param.opts[0]}"
             other = study[param.name]
-            assert (other.opts, type(other.type), other.help) == (param.opts, type(param.type), param.help) or \
-                param.name == "resolutions", f"{stage} and study define {param.opts[0]} differently"
+            assert (other.opts, type(other.type), other.help) == (
+                param.opts,
+                type(param.type),
+                param.help,
+            ) or param.name == "resolutions", f"{stage} and study define {param.opts[0]} differently"
 
 
 def test_each_stage_option_is_defined_once_under_its_setting_name():
@@ -61,8 +66,25 @@ def test_grid_options_are_the_recorded_grid_settings():
 
 def test_old_names_set_the_new_settings(tmp_path):
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: i % 2}, n_patients=12)
-    main(["generate", "--study-dir", str(study), "--labels", "Mass", "--resolutions", "16", "--batch-size", "4",
-          "--subsample", "8", "--lr", "0.05", "--num-workers", "2"])
+    main(
+        [
+            "generate",
+            "--study-dir",
+            str(study),
+            "--labels",
+            "Mass",
+            "--resolutions",
+            "16",
+            "--batch-size",
+            "4",
+            "--subsample",
+            "8",
+            "--lr",
+            "0.05",
+            "--num-workers",
+            "2",
+        ]
+    )
     grid = json.loads((study / "study.json").read_text())["grid"]
     assert (grid["learning_rate"], grid["loader_workers"]) == (0.05, 2)
     assert "lr" not in grid and "num_workers" not in grid
@@ -86,8 +108,14 @@ def test_delong_score_columns_are_comma_separated_or_repeated(tmp_path, capsys):
 
 def completion(words: str, cword: int, kind: str = "bash_complete") -> str:
     env = {**os.environ, "_MONAI_CXR_COMPLETE": kind, "COMP_WORDS": words, "COMP_CWORD": str(cword)}
-    proc = subprocess.run([sys.executable, "-c", "from monai_cxr.cli import main; main()"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from monai_cxr.cli import main; main()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

@@ -79,8 +79,9 @@ def test_handlers_that_write_are_off_on_other_ranks_by_their_own_condition():
     assert not [key for key in overlay if "handlers" in key]  # nothing by list position
 
     def rank_0_only(section):
-        return sorted(h["_target_"].rsplit(".", 1)[-1] for h in train[section]["handlers"]
-                      if h.get("_disabled_") == "$@rank > 0")
+        return sorted(
+            h["_target_"].rsplit(".", 1)[-1] for h in train[section]["handlers"] if h.get("_disabled_") == "$@rank > 0"
+        )
 
     assert rank_0_only("train") == ["RunRecorder", "TensorBoardStatsHandler", "TrainingLog"]
     assert rank_0_only("validate") == ["CheckpointSaver", "TensorBoardStatsHandler"]

@@ -71,8 +71,12 @@ def test_the_bundles_preprocessing_of_a_file_equals_training_input_from_its_cach
 @pytest.mark.parametrize("square", ["pad", "crop"])
 def test_non_square_images_are_made_square_as_the_study_did(tmp_path, square):
     write_table(tmp_path)  # images 24 x 24 and 24 x 28
-    options = TableOptions(table=str(tmp_path / "tables/study.csv"), path_col="file", patient_col="subject",
-                           label_cols=["Effusion", "Nodule"])
+    options = TableOptions(
+        table=str(tmp_path / "tables/study.csv"),
+        path_col="file",
+        patient_col="subject",
+        label_cols=["Effusion", "Nodule"],
+    )
     prepare("csv", None, tmp_path / "s", [8, 24], table=options, square=square, workers=1, progress=False)
     index = pd.read_csv(tmp_path / "s/data/index.csv", dtype=str)
     assert json.loads((tmp_path / "s/study.json").read_text())["data"]["square"] == square
@@ -118,8 +122,9 @@ def test_inference_json_is_an_infer_workflow_with_paths_relative_to_bundle_root(
 
     (cell,) = generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     # a fresh cell: no model and no inference/images yet, still a complete workflow
-    workflow = ConfigWorkflow(config_file=str(cell / "configs/inference.json"), workflow_type="infer",
-                              logging_file=False)
+    workflow = ConfigWorkflow(
+        config_file=str(cell / "configs/inference.json"), workflow_type="infer", logging_file=False
+    )
     workflow.initialize()
     assert workflow.check_properties() == []
     assert workflow.dataset_dir == "./inference/images"  # relative: the study can move
@@ -136,8 +141,9 @@ def test_dicom_reads_like_a_16_bit_png(tmp_path):
     assert np.array_equal(read_radiograph(write_dicom(tmp_path / "eight1.dcm", narrow, "MONOCHROME1")), 255 - narrow)
     rgb = np.stack([narrow, 255 - narrow, narrow // 2], axis=-1)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    assert np.array_equal(read_radiograph(write_dicom(tmp_path / "rgb.dcm", rgb, "RGB")),
-                          read_radiograph(tmp_path / "rgb.png"))
+    assert np.array_equal(
+        read_radiograph(write_dicom(tmp_path / "rgb.dcm", rgb, "RGB")), read_radiograph(tmp_path / "rgb.png")
+    )
 
 
 def test_bad_dicom_and_missing_pydicom_are_one_line_errors(tmp_path, monkeypatch):
@@ -166,7 +172,10 @@ def test_folders_are_searched_recursively_in_sorted_order(tmp_path):
     # several inputs (the CLI): names as given; a file named directly is taken; a file reached twice once
     given = [str(tmp_path / "in/c"), str(tmp_path / "in/notes.txt"), str(tmp_path / "in/c/d/e.dcm")]
     assert [e["name"] for e in find_images(given)] == [
-        f"{tmp_path}/in/c/d/e.dcm", f"{tmp_path}/in/c/scan.1.2.3", f"{tmp_path}/in/notes.txt"]
+        f"{tmp_path}/in/c/d/e.dcm",
+        f"{tmp_path}/in/c/scan.1.2.3",
+        f"{tmp_path}/in/notes.txt",
+    ]
 
 
 def test_finding_nothing_names_the_folder_and_the_suffixes(tmp_path):
@@ -192,8 +201,11 @@ def test_a_bad_or_too_small_file_stops_with_its_name_or_is_marked_with_skip_bad(
     with pytest.raises(CxrError, match=f"cannot read image {tmp_path}/broken.png: "):
         dataset[0]
     assert dataset[1]["image"].shape == (1, 32, 32) and dataset[1]["error"] == ""
-    with pytest.raises(CxrError, match=f"image {tmp_path}/tiny.png: the image is 24 px after making it square, "
-                                       "smaller than the 32 px this cell was trained at"):
+    with pytest.raises(
+        CxrError,
+        match=f"image {tmp_path}/tiny.png: the image is 24 px after making it square, "
+        "smaller than the 32 px this cell was trained at",
+    ):
         dataset[2]
     marked = ImageDataset(data, preprocessing, skip_bad=True, resolution=32)
     assert marked[0]["error"].startswith(f"cannot read image {tmp_path}/broken.png")
@@ -210,8 +222,10 @@ def test_predict_refuses_a_cell_without_a_model_in_one_line(study_copy, tmp_path
         main(["predict", "--cell", str(cell), str(tmp_path), "--out", str(tmp_path / "s.csv")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
-    assert err == f"monai-cxr: error: cell {cell} has no trained model (models/model.pt); run it first with " \
-                  "`monai-cxr run`\n"
+    assert (
+        err == f"monai-cxr: error: cell {cell} has no trained model (models/model.pt); run it first with "
+        "`monai-cxr run`\n"
+    )
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -225,5 +239,7 @@ def test_predict_refuses_an_inference_json_that_cannot_score_files(study_copy, t
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--cell", str(cell), str(tmp_path), "--out", str(tmp_path / "s.csv")])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == (f"monai-cxr: error: {cell}/configs/inference.json cannot score image files "
-                                       "(written by an older monai-cxr); generate the cell again\n")
+    assert capsys.readouterr().err == (
+        f"monai-cxr: error: {cell}/configs/inference.json cannot score image files "
+        "(written by an older monai-cxr); generate the cell again\n"
+    )

@@ -53,9 +53,24 @@ def expect_validation_scores(scores: pd.DataFrame, predictions: pd.DataFrame, na
 def test_stock_runner_scores_a_folder_as_validation_did(trained, tmp_path):
     cell, val, predictions = trained
     # from another folder, as the bundle README says: the cell is the bundle_root
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cell), "--config_file",
-                           str(cell / "configs/inference.json"), "--dataset_dir", str(val)],
-                          cwd=tmp_path, capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--bundle_root",
+            str(cell),
+            "--config_file",
+            str(cell / "configs/inference.json"),
+            "--dataset_dir",
+            str(val),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not list(tmp_path.iterdir())  # nothing written relative to the working directory
     scores = pd.read_csv(cell / "inference/scores.csv", dtype={"image": str})
@@ -66,8 +81,22 @@ def test_stock_runner_scores_a_folder_as_validation_did(trained, tmp_path):
 def test_stock_runner_on_a_folder_without_images_names_it(trained, tmp_path):
     cell, _, _ = trained
     (tmp_path / "notes.txt").write_text("no image here")
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-                           "--dataset_dir", str(tmp_path)], cwd=cell, capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--dataset_dir",
+            str(tmp_path),
+        ],
+        cwd=cell,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode != 0
     assert f"CxrError: no image files in {tmp_path} (looked for .png, .jpg" in proc.stderr
 
@@ -117,8 +146,9 @@ def test_bad_files_stop_predict_in_one_line_or_are_listed_with_skip_bad(trained,
     main(["predict", "--cell", str(cell), str(val), str(tmp_path / "in"), "--out", str(out), "--skip-bad"])
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"warning: skipped: {err[len('monai-cxr: error: '):].strip()}",
+        f"warning: skipped: {err[len('monai-cxr: error: ') :].strip()}",
         f"warning: skipped: image {tmp_path}/in/small.png: the image is 8 px after making it square, smaller "
-        "than the 16 px this cell was trained at"]
+        "than the 16 px this cell was trained at",
+    ]
     assert f"scored {len(predictions)} images into {out}; skipped 2 files (listed above)" in captured.out
     expect_validation_scores(pd.read_csv(out, dtype={"image": str}), predictions, os.path.basename)

@@ -52,9 +52,13 @@ def test_study_with_a_data_dir_only_reads_it_even_in_the_v2020_layout(tmp_path, 
     nih = tmp_path / "nih"
     write_release(nih, patients=30, csv_name="Data_Entry_2017_v2020.csv")  # no Data_Entry_2017.csv
     before = tree(nih)
-    tiny = presets.Preset(name="tiny", description="one cell", synthetic=True,
-                          phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
-                          grid=GridSettings(labels=["Mass"], resolutions=[16]))
+    tiny = presets.Preset(
+        name="tiny",
+        description="one cell",
+        synthetic=True,
+        phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
+        grid=GridSettings(labels=["Mass"], resolutions=[16]),
+    )
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
     stages = []  # the training stages are not what this test is about
     monkeypatch.setattr(pipeline, "generate", lambda *a, **k: stages.append("generate"))
@@ -111,9 +115,11 @@ def test_three_folds_from_the_command_line_are_recorded(tmp_path, capsys):
 
     main([*base, "--study-dir", str(tmp_path / "c"), "--split", "official"])
     assert json.loads((tmp_path / "c/study.json").read_text())["data"]["test_fraction"] is None
-    for args, message in ((["--val-fraction", "0.5", "--test-fraction", "0.5"], "leaves no patients to train"),
-                          (["--split", "official", "--test-fraction", "0.1"], "--test-fraction applies to --split random"),
-                          (["--val-fraction", "0.01"], "the val fold would be empty")):
+    for args, message in (
+        (["--val-fraction", "0.5", "--test-fraction", "0.5"], "leaves no patients to train"),
+        (["--split", "official", "--test-fraction", "0.1"], "--test-fraction applies to --split random"),
+        (["--val-fraction", "0.01"], "the val fold would be empty"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main([*base, "--study-dir", str(tmp_path / "d"), *args])
         assert exit_info.value.code == 2 and message in error_line(capsys)

@@ -18,8 +18,20 @@ from monai_cxr.data.sources import nih as nih_mod
 
 def _reprepare(study, *extra):
     data_dir = json.loads((study / "study.json").read_text())["data"]["data_dir"]
-    return ["prepare", "--data-dir", data_dir, "--study-dir", str(study), "--workers", "1",
-            "--val-fraction", "0.2", "--test-fraction", "0.2", *extra]
+    return [
+        "prepare",
+        "--data-dir",
+        data_dir,
+        "--study-dir",
+        str(study),
+        "--workers",
+        "1",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        *extra,
+    ]
 
 
 def test_too_little_free_space_is_refused_before_anything_changes(study_copy, monkeypatch, capsys):
@@ -67,6 +79,7 @@ def test_a_read_only_study_is_one_line_naming_the_file(tmp_path, monkeypatch, ca
     study = tmp_path / "s"
     study.mkdir()
     if os.geteuid() == 0:  # root writes through chmod: make the system refuse the write instead
+
         def refuse(*args, dir=None, **kwargs):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(Path(dir) / ".tmp"))
 

@@ -73,7 +73,7 @@ def test_multilabel_key_metric_is_the_mean_auc_over_labels_without_unknowns():
 
 
 def run_engine(pred, y, batch=16, epochs=1):
-    batches = [(pred[i:i + batch].unsqueeze(1), y[i:i + batch].unsqueeze(1)) for i in range(0, len(y), batch)]
+    batches = [(pred[i : i + batch].unsqueeze(1), y[i : i + batch].unsqueeze(1)) for i in range(0, len(y), batch)]
     engine = Engine(lambda engine, b: b)
     DeLongAUC().attach(engine, "val_auc")
     logged = []

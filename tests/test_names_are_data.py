@@ -17,16 +17,41 @@ NAMES = ["Mass$x^2$", "a#b", "@x", "%y", "{z}", "'; rm -rf /", "L" + "o" * 300 +
 def test_hostile_label_columns_go_from_a_table_to_bundles_only_as_data(tmp_path):
     write_table(tmp_path, patients=16, labels=NAMES)
     study = tmp_path / "st@dy $p {q} %r"  # the study path is user text too (only '#' is refused)
-    main(["prepare", "--dataset", "csv", "--table", str(tmp_path / "tables/study.csv"), "--path-col", "file",
-          "--patient-col", "subject", "--label-cols", ",".join(NAMES), "--study-dir", str(study),
-          "--resolutions", "16", "--workers", "1", "--val-fraction", "0.25", "--test-fraction", "0.25"])
+    main(
+        [
+            "prepare",
+            "--dataset",
+            "csv",
+            "--table",
+            str(tmp_path / "tables/study.csv"),
+            "--path-col",
+            "file",
+            "--patient-col",
+            "subject",
+            "--label-cols",
+            ",".join(NAMES),
+            "--study-dir",
+            str(study),
+            "--resolutions",
+            "16",
+            "--workers",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "--test-fraction",
+            "0.25",
+        ]
+    )
     assert json.loads((study / "study.json").read_text())["data"]["labels"] == NAMES
     cells = generate(study, GridSettings(labels=NAMES, resolutions=[16], epochs=1, batch_size=4, subsample=8))
     assert len({cell.name for cell in cells}) == len(NAMES)
 
     def configs(cell):  # the configs (settings, not documents) with the cell's own folder taken out
-        return {p.name: p.read_text().replace(str(cell), "CELL") for p in sorted((cell / "configs").glob("*"))
-                if p.name != "metadata.json"}
+        return {
+            p.name: p.read_text().replace(str(cell), "CELL")
+            for p in sorted((cell / "configs").glob("*"))
+            if p.name != "metadata.json"
+        }
 
     plain = configs(cells[-1])
     for name, cell in zip(NAMES, cells):

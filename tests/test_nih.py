@@ -9,13 +9,15 @@ from monai_cxr.errors import CxrError
 
 
 @pytest.mark.parametrize("layout", ["flat", "images", "nested"])
-@pytest.mark.parametrize("csv_name,sex_col,trailing", [
-    ("Data_Entry_2017.csv", "Patient Gender", False),
-    ("Data_Entry_2017_v2020.csv", "Patient Sex", True),
-])
+@pytest.mark.parametrize(
+    "csv_name,sex_col,trailing",
+    [
+        ("Data_Entry_2017.csv", "Patient Gender", False),
+        ("Data_Entry_2017_v2020.csv", "Patient Sex", True),
+    ],
+)
 def test_every_layout_and_csv_variant(tmp_path, layout, csv_name, sex_col, trailing):
-    rows = write_release(tmp_path, layout=layout, csv_name=csv_name, sex_col=sex_col,
-                         trailing_comma=trailing)
+    rows = write_release(tmp_path, layout=layout, csv_name=csv_name, sex_col=sex_col, trailing_comma=trailing)
     index = read_nih(tmp_path)
     assert list(index.columns) == ["image_id", "patient_id", "view", "path", *LABELS]
     assert index["image_id"].tolist() == [r["image_id"] for r in rows]
@@ -39,13 +41,16 @@ def _rewrite_csv(root, transform):
     path.write_text("\n".join(transform(lines)) + "\n")
 
 
-@pytest.mark.parametrize("transform,message", [
-    (lambda ls: [ls[0].replace("Patient ID", "PatientID")] + ls[1:], "'Patient ID'"),
-    (lambda ls: ls + [ls[1]], "duplicate image ids"),
-    (lambda ls: [ls[0], ls[1].replace("No Finding", "Nodules")] + ls[2:], "'Nodules'"),
-    (lambda ls: [ls[0], ls[1].replace("No Finding", "No Finding|Mass")] + ls[2:], "combined"),
-    (lambda ls: ls[:1], "no rows"),
-])
+@pytest.mark.parametrize(
+    "transform,message",
+    [
+        (lambda ls: [ls[0].replace("Patient ID", "PatientID")] + ls[1:], "'Patient ID'"),
+        (lambda ls: ls + [ls[1]], "duplicate image ids"),
+        (lambda ls: [ls[0], ls[1].replace("No Finding", "Nodules")] + ls[2:], "'Nodules'"),
+        (lambda ls: [ls[0], ls[1].replace("No Finding", "No Finding|Mass")] + ls[2:], "combined"),
+        (lambda ls: ls[:1], "no rows"),
+    ],
+)
 def test_bad_csv_is_one_clear_error(tmp_path, transform, message):
     write_release(tmp_path, patients=4)
     _rewrite_csv(tmp_path, transform)
@@ -77,7 +82,7 @@ def test_full_release_scale_parses_labels_exactly(tmp_path):
     rows = write_release(tmp_path, patients=5, official_lists=False)
     lines = (tmp_path / "Data_Entry_2017.csv").read_text().splitlines()
     body = [lines[1 + i % len(rows)] for i in range(3000)]
-    body = [f"{i:08d}_000.png" + line[line.index(","):] for i, line in enumerate(body)]
+    body = [f"{i:08d}_000.png" + line[line.index(",") :] for i, line in enumerate(body)]
     (tmp_path / "Data_Entry_2017.csv").write_text("\n".join(lines[:1] + body) + "\n")
     (tmp_path / "images").rename(tmp_path / "old")
     (tmp_path / "images").mkdir()
@@ -86,5 +91,5 @@ def test_full_release_scale_parses_labels_exactly(tmp_path):
     index = read_nih(tmp_path)
     table = pd.read_csv(tmp_path / "Data_Entry_2017.csv")
     for label in LABELS:
-        expected = table["Finding Labels"].str.split("|").apply(lambda ls: label in ls).sum()
+        expected = table["Finding Labels"].str.split("|").apply(lambda ls, label=label: label in ls).sum()
         assert index[label].sum() == expected

@@ -68,20 +68,23 @@ def test_sigkill_of_the_runner_ends_the_cell_and_its_detached_grandchildren(tmp_
     cell = tmp_path / "cell"
     cell.mkdir()
     runner = tmp_path / "runner.py"
-    runner.write_text(textwrap.dedent(f"""
+    runner.write_text(
+        textwrap.dedent(f"""
         import sys
         from monai_cxr.run import cell as cell_module
 
-        worker = "import os, time; open({str(cell / 'worker.pid')!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+        worker = "import os, time; open({str(cell / "worker.pid")!r}, 'w').write(str(os.getpid())); time.sleep(600)"
         launcher = f'''
         import os, subprocess, sys, time
         subprocess.Popen([sys.executable, "-c", {{worker!r}}], start_new_session=True)  # as torchrun starts workers
-        open({str(cell / 'launcher.pid')!r}, "w").write(str(os.getpid()))
+        open({str(cell / "launcher.pid")!r}, "w").write(str(os.getpid()))
         time.sleep(600)
         '''
-        cell_module.bundle_command = lambda *args, **kwargs: [sys.executable, "-c", launcher.replace("\\n        ", "\\n")]
+        command = [sys.executable, "-c", launcher.replace("\\n        ", "\\n")]
+        cell_module.bundle_command = lambda *args, **kwargs: command
         cell_module.run_cell({str(cell)!r})
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(runner)], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     wait_for(lambda: (cell / "worker.pid").is_file() and (cell / "launcher.pid").is_file(), "the cell to start")
     pids = [int((cell / name).read_text()) for name in ("launcher.pid", "worker.pid")]
@@ -96,8 +99,9 @@ def test_sigkill_of_the_runner_ends_the_cell_and_its_detached_grandchildren(tmp_
 def test_sigkill_of_monai_cxr_run_ends_the_training_and_frees_the_lock(study_copy):
     (cell,) = generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
     needle, where = "monai.bundle", cell.resolve()  # a cell runs the stock runner in its own folder
-    proc = subprocess.Popen([*CLI, "run", "--study-dir", str(study_copy)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "run", "--study-dir", str(study_copy)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for(lambda: processes_running(needle, where), "the training process to start")
     os.kill(proc.pid, signal.SIGKILL)  # only the runner: its children are not signalled by anyone else
     proc.wait()

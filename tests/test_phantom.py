@@ -24,10 +24,26 @@ from monai_cxr.data.phantom import (
 from monai_cxr.data.phantom.anatomy import AP_MAGNIFICATION, draw_patient, image_anatomy
 from monai_cxr.errors import CxrError
 
-NIH_LABELS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-              "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"}
-HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+NIH_LABELS = {
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+}
+HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +74,19 @@ def test_csv_is_nih_data_entry_format(phantom):
         assert line.count(",") == 10, line  # 11 fields, as in the real file
         assert re.fullmatch(r"\d{8}_\d{3}\.png,[A-Za-z_| ]+,\d+,\d+,\d+,[MF],(PA|AP),64,64,\d\.\d{3},\d\.\d{3}", line)
     table = pd.read_csv(out / "Data_Entry_2017.csv")
-    assert list(table.columns) == ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
-                                   "Patient Gender", "View Position", "OriginalImage[Width", "Height]",
-                                   "OriginalImagePixelSpacing[x", "y]"]
+    assert list(table.columns) == [
+        "Image Index",
+        "Finding Labels",
+        "Follow-up #",
+        "Patient ID",
+        "Patient Age",
+        "Patient Gender",
+        "View Position",
+        "OriginalImage[Width",
+        "Height]",
+        "OriginalImagePixelSpacing[x",
+        "y]",
+    ]
     assert table["Image Index"].is_unique
     for ids, pid, fu in zip(table["Image Index"], table["Patient ID"], table["Follow-up #"]):
         assert ids == f"{pid:08d}_{fu:03d}.png"
@@ -92,7 +118,7 @@ def test_list_files_split_by_patient(phantom):
     test = (out / "test_list.txt").read_text().split()
     table = pd.read_csv(out / "Data_Entry_2017.csv")
     assert sorted(train + test) == sorted(table["Image Index"])
-    patients = lambda ids: {i.split("_")[0] for i in ids}  # noqa: E731
+    patients = lambda ids: {i.split("_")[0] for i in ids}
     assert train and test and not patients(train) & patients(test)
     assert len(patients(test)) == round(0.2 * 12)
 
@@ -152,7 +178,7 @@ def test_anatomy_varies_between_patients_more_than_between_follow_ups():
 
 
 def test_ap_view_is_magnified():
-    rng = lambda: np.random.default_rng(5)  # noqa: E731
+    rng = lambda: np.random.default_rng(5)
     patient = draw_patient(rng(), male=True)
     pa, ap = image_anatomy(patient, rng(), "PA"), image_anatomy(patient, rng(), "AP")
     assert ap.thorax == pytest.approx(pa.thorax * AP_MAGNIFICATION)
@@ -169,10 +195,19 @@ def test_prevalence_roughly_honoured():
     assert all(len(s.labels) == len(LABELS) for s in plan(50, prevalence=1.0))
 
 
-@pytest.mark.parametrize("bad, named", [
-    (1.5, "1.5"), (-0.1, "-0.1"), (float("nan"), "nan"), (True, "True"), ("0.2", "'0.2'"),
-    ({"Nodul": 0.2}, "Nodul"), ({"Mass": 2}, "Mass=2"), ({"Pneumonia": 0.1}, "Pneumonia"),
-])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (1.5, "1.5"),
+        (-0.1, "-0.1"),
+        (float("nan"), "nan"),
+        (True, "True"),
+        ("0.2", "'0.2'"),
+        ({"Nodul": 0.2}, "Nodul"),
+        ({"Mass": 2}, "Mass=2"),
+        ({"Pneumonia": 0.1}, "Pneumonia"),
+    ],
+)
 def test_bad_prevalence_is_a_cxr_error_naming_it(bad, named):
     with pytest.raises(CxrError, match=re.escape(named)):
         resolve_prevalence(bad)
@@ -208,9 +243,15 @@ def test_findings_file_matches_labels(phantom):
         assert finding in labels[image_id].split("|")
 
 
-@pytest.mark.parametrize("kwargs, named", [
-    ({"patients": 0}, "patients"), ({"size": 8}, "size"), ({"workers": -1}, "workers"), ({"patients": 2.5}, "patients"),
-])
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"patients": 0}, "patients"),
+        ({"size": 8}, "size"),
+        ({"workers": -1}, "workers"),
+        ({"patients": 2.5}, "patients"),
+    ],
+)
 def test_bad_settings_are_cxr_errors(tmp_path, kwargs, named):
     with pytest.raises(CxrError, match=named):
         synthesize(tmp_path / "x", **{"patients": 2, "size": 32, **kwargs})

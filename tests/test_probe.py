@@ -40,17 +40,23 @@ def measured():
 @pytest.fixture
 def remeasured(measured, monkeypatch):
     """``probe.measure`` answered from ``measured`` at any budget: tests of the wiring need no new probe."""
+
     def fake(arch, resolution, budget, device=None, batch_sizes=None):
         res = measured[(arch, resolution)]
-        return dataclasses.replace(res, budget_mb=budget / MIB,
-                                   max_batch=_max_batch(res.fixed_mb, res.per_image_mb, budget / MIB))
+        return dataclasses.replace(
+            res, budget_mb=budget / MIB, max_batch=_max_batch(res.fixed_mb, res.per_image_mb, budget / MIB)
+        )
+
     monkeypatch.setattr(probe, "measure", fake)
+
 
 pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
 
 
-@pytest.mark.parametrize("text,expected", [("16GiB", 16 * 2**30), ("80GB", 80 * 10**9), ("512MiB", 512 * 2**20),
-                                           ("1.5g", int(1.5 * 2**30)), ("1000", 1000)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("16GiB", 16 * 2**30), ("80GB", 80 * 10**9), ("512MiB", 512 * 2**20), ("1.5g", int(1.5 * 2**30)), ("1000", 1000)],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
@@ -137,10 +143,18 @@ def test_the_table_round_trips_and_is_checked(measured, tmp_path):
         auto_batch_sizes(["resnet34"], [64], BUDGET, results=read_probe_csv(path))
 
 
-@pytest.mark.parametrize("column,value,message", [
-    ("max_batch", "99999", "does not follow"), ("per_image_mb", "0", "must be positive"),
-    ("arch", "vgg16", "not one of"), ("resolution", "16", "does not take"), ("fixed_mb", "lots", "line 2"),
-    ("budget_mb", None, "lacks column"), ("device", "cpu", "a second row")])
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("max_batch", "99999", "does not follow"),
+        ("per_image_mb", "0", "must be positive"),
+        ("arch", "vgg16", "not one of"),
+        ("resolution", "16", "does not take"),
+        ("fixed_mb", "lots", "line 2"),
+        ("budget_mb", None, "lacks column"),
+        ("device", "cpu", "a second row"),
+    ],
+)
 def test_read_probe_csv_refuses_a_bad_table(measured, tmp_path, column, value, message):
     frame = pd.DataFrame([r.row() for r in measured.values()], columns=list(CSV_COLUMNS)).astype(str)
     if value is None:
@@ -155,8 +169,21 @@ def test_read_probe_csv_refuses_a_bad_table(measured, tmp_path, column, value, m
 
 
 def test_probe_command_writes_the_table(tmp_path, capsys, measured, remeasured):
-    main(["probe", "--archs", "resnet34", "--resolutions", "16", "--memory-budget", "1GiB", "--device", "cpu",
-          "--out", str(tmp_path / "probe.csv")])
+    main(
+        [
+            "probe",
+            "--archs",
+            "resnet34",
+            "--resolutions",
+            "16",
+            "--memory-budget",
+            "1GiB",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "probe.csv"),
+        ]
+    )
     assert "lower bound" in capsys.readouterr().out
     (row,) = read_probe_csv(tmp_path / "probe.csv")
     assert (row.arch, row.resolution, row.device, row.budget_mb) == ("resnet34", 16, "cpu", 1024.0)

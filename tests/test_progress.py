@@ -96,8 +96,9 @@ def test_a_cells_cost_is_resolution_squared_times_its_training_images(tmp_path):
     small, big = generate(study, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID))
     assert cell_cost(small) == 16 * 16 * TINY_GRID["epochs"] * TINY_GRID["subsample"]
     assert cell_cost(big) == 4 * cell_cost(small)
-    (full,) = generate(study, GridSettings(labels=["Mass"], resolutions=[16], **{**TINY_GRID, "subsample": 0}),
-                       force=True)
+    (full,) = generate(
+        study, GridSettings(labels=["Mass"], resolutions=[16], **{**TINY_GRID, "subsample": 0}), force=True
+    )
     train = len(json.loads((full / "datalist.json").read_text())["training"])
     assert cell_cost(full) == 16 * 16 * TINY_GRID["epochs"] * train
     assert cell_cost(tmp_path / "nothing") == 1.0

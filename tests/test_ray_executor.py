@@ -23,6 +23,7 @@ def tiny(tmp_path):
 
 def test_ray_finishes_a_study_started_locally_and_skips_its_finished_cell(tmp_path, capsys):
     import ray  # the ray extra (pip install monai-cxr[ray]): CI installs it
+
     study = tiny(tmp_path)
     first, second = (study / "bundles" / f"mass__resnet34__r{r}__s0" for r in (16, 32))
     assert run_cells(study, cells=[first.name], progress=False).finished == [first.name]
@@ -73,8 +74,14 @@ def test_a_multi_process_cell_runs_the_stock_runner_under_torchrun(tmp_path):
     assert command[5:9] == ["-m", "monai.bundle", "run", "--config_file"]
     # relative to the cell folder, the working directory of the run: the study may move
     assert command[9] == repr(["configs/train.json", "configs/override.json", "configs/multi_gpu_train.json"])
-    assert bundle_command(cell, python="python") == ["python", "-m", "monai.bundle", "run", "--config_file",
-                                                     repr(["configs/train.json", "configs/override.json"])]
+    assert bundle_command(cell, python="python") == [
+        "python",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr(["configs/train.json", "configs/override.json"]),
+    ]
 
 
 def test_four_quarter_gpu_cells_share_one_gpu_at_the_same_time(tmp_path, monkeypatch, capsys):
@@ -103,12 +110,22 @@ def test_four_quarter_gpu_cells_share_one_gpu_at_the_same_time(tmp_path, monkeyp
             time.sleep(0.05)
         together = len(list(cell.parent.glob("*/started")))
         gpus = ray.get_runtime_context().get_assigned_resources().get("GPU")
-        return CellOutcome(cell.name, "finished",
-                           result=f"together={together} gpu={gpus} visible={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+        return CellOutcome(
+            cell.name,
+            "finished",
+            result=f"together={together} gpu={gpus} visible={os.environ.get('CUDA_VISIBLE_DEVICES')}",
+        )
 
     monkeypatch.setattr(ray_cluster, "run_cell", fake_run_cell)
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, object_store_memory=ray_cluster.LOCAL_OBJECT_STORE_BYTES,
-             _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=4,
+        num_gpus=1,
+        include_dashboard=False,
+        object_store_memory=ray_cluster.LOCAL_OBJECT_STORE_BYTES,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
         main(["run", "--study-dir", str(study), "--executor", "ray", "--gpus-per-cell", "0.25"])
         assert ray.is_initialized()  # the caller's Ray stays up

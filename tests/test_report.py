@@ -83,8 +83,15 @@ def block(truth, label, arch, r, seeds=SEEDS, fold="test"):
 def full(tmp_path_factory):
     """A complete two-label, two-architecture, two-seed study with val and test folds, and its report."""
     study = tmp_path_factory.mktemp("study")
-    truth = make_study(study, labels=("Mass", "Nodule"), resolutions=RESOLUTIONS,
-                       archs=("densenet121", "resnet34"), seeds=SEEDS, n_val=60, n_test=90)
+    truth = make_study(
+        study,
+        labels=("Mass", "Nodule"),
+        resolutions=RESOLUTIONS,
+        archs=("densenet121", "resnet34"),
+        seeds=SEEDS,
+        n_val=60,
+        n_test=90,
+    )
     write_curves(study / "bundles" / cell_name(*LOGGED), [0.6, 0.7, 0.65])
     out = make_report(study)
     return study, truth, out
@@ -148,8 +155,14 @@ def test_comparisons_are_pooled_with_holm_per_label(full):
     comp = pd.read_csv(out / "comparisons.csv")
     assert "seed" not in comp.columns and set(comp["fold"]) == {"test"}
     # every resolution vs 320, then neighbours not already tested: 64-128 and 32-64
-    expected_pairs = {(32, 320, "reference"), (64, 320, "reference"), (128, 320, "reference"),
-                      (448, 320, "reference"), (32, 64, "neighbour"), (64, 128, "neighbour")}
+    expected_pairs = {
+        (32, 320, "reference"),
+        (64, 320, "reference"),
+        (128, 320, "reference"),
+        (448, 320, "reference"),
+        (32, 64, "neighbour"),
+        (64, 128, "neighbour"),
+    }
     for _, group in comp.groupby(["label", "arch"]):
         assert set(zip(group["resolution_a"], group["resolution_b"], group["kind"])) == expected_pairs
     for _, row in comp.iterrows():
@@ -157,8 +170,15 @@ def test_comparisons_are_pooled_with_holm_per_label(full):
         _, b = block(truth, row["label"], row["arch"], row["resolution_b"])
         d = pooled_difference(y, a, b)
         assert (row["n_seeds_a"], row["n_seeds_b"], row["n_cases"]) == (2, 2, len(y))
-        for column, value in (("diff", d.diff), ("diff_se", d.se), ("p_value", d.p_value), ("df", d.df),
-                              ("ratio", d.ratio), ("ratio_se", d.ratio_se), ("diff_ci_low", d.ci_low)):
+        for column, value in (
+            ("diff", d.diff),
+            ("diff_se", d.se),
+            ("p_value", d.p_value),
+            ("df", d.df),
+            ("ratio", d.ratio),
+            ("ratio_se", d.ratio_se),
+            ("diff_ci_low", d.ci_low),
+        ):
             assert row[column] == pytest.approx(value, rel=1e-9), column
         assert row["auc_a"] == pytest.approx(np.mean([roc_auc_score(y, s) for s in a]), abs=1e-9)
     for _, group in comp.groupby("label"):  # the family: all tests of one label
@@ -198,8 +218,7 @@ def test_reference_defaults_to_320_else_highest():
     assert reference_for([32, 64, 320, 448]) == 320
     assert reference_for([32, 64, 128]) == 128
     assert reference_for([32, 64, 128], requested=64) == 64
-    assert pairs_to_test([32, 64, 128], 128) == [(32, 128, "reference"), (64, 128, "reference"),
-                                                 (32, 64, "neighbour")]
+    assert pairs_to_test([32, 64, 128], 128) == [(32, 128, "reference"), (64, 128, "reference"), (32, 64, "neighbour")]
 
 
 # ------------------------------------------------------------------ 4. the verdict
@@ -227,8 +246,17 @@ def verdict_study(tmp_path_factory):
             return 0.5 if r == 32 else 1.5 + 0.01 * np.log2(r / 64)
         return 0.6 * np.log2(r) - 2
 
-    truth = make_study(study, labels=("Edema", "Nodule"), resolutions=(32, 64, 128, 256), seeds=(0, 1, 2),
-                       n_val=40, n_test=200, signal=signal, shared=2.0, noise=0.1)
+    truth = make_study(
+        study,
+        labels=("Edema", "Nodule"),
+        resolutions=(32, 64, 128, 256),
+        seeds=(0, 1, 2),
+        n_val=40,
+        n_test=200,
+        signal=signal,
+        shared=2.0,
+        noise=0.1,
+    )
     return study, truth
 
 
@@ -270,8 +298,7 @@ def test_margin_option_and_bad_margins(verdict_study, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == "monai-cxr: error: margin 1.0 is not in (0, 1); give an AUC difference, e.g. 0.02"
-    main(["report", "--study-dir", str(study), "--out", str(tmp_path / "r"), "--margin", "0.0001",
-          "--no-tensorboard"])
+    main(["report", "--study-dir", str(study), "--out", str(tmp_path / "r"), "--margin", "0.0001", "--no-tensorboard"])
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-4].startswith("verdict: smallest input size within 0.0001 AUC")  # printed last
     verdict = pd.read_csv(tmp_path / "r" / "verdict.csv").set_index("label")
@@ -285,7 +312,11 @@ def test_paper_values_beside_ours(full):
     _, truth, out = full
     paper = pd.read_csv(out / "paper.csv")
     assert sorted(zip(paper["label"], paper["arch"])) == [
-        ("Mass", "densenet121"), ("Mass", "resnet34"), ("Nodule", "densenet121"), ("Nodule", "resnet34")]
+        ("Mass", "densenet121"),
+        ("Mass", "resnet34"),
+        ("Nodule", "densenet121"),
+        ("Nodule", "resnet34"),
+    ]
     published = {p.label: p for p in PUBLISHED}
     for _, row in paper.iterrows():
         pub = published[row["label"]]
@@ -293,12 +324,15 @@ def test_paper_values_beside_ours(full):
         _, high = block(truth, row["label"], row["arch"], 320)
         d = pooled_difference(y, low, high)
         assert (row["auc_low"], row["auc_high"], row["ratio"]) == pytest.approx((d.auc_a, d.auc_b, d.ratio))
-        assert (row["paper_auc_low"], row["paper_auc_high"], row["paper_ratio"]) == \
-            (pub.auc_low, pub.auc_high, pub.ratio)
+        assert (row["paper_auc_low"], row["paper_auc_high"], row["paper_ratio"]) == (
+            pub.auc_low,
+            pub.auc_high,
+            pub.ratio,
+        )
         lo, hi = pub.ratio - 1.959964 * pub.ratio_sd, pub.ratio + 1.959964 * pub.ratio_sd
         assert row["within"] == (d.ratio_ci_low <= hi and d.ratio_ci_high >= lo)
     text = (out / "report.md").read_text()
-    section = text[text.index("## Side by side with Sabottke & Spieler (2020)"):text.index("## What was run")]
+    section = text[text.index("## Side by side with Sabottke & Spieler (2020)") : text.index("## What was run")]
     assert "| Nodule | resnet34 | test |" in section and "| 0.689 |" in section and "80.7% ± 1.5" in section
     assert "86.7% ± 1.2" in section and "doi:10.1148/ryai.2019190015" in section
     assert "synthetic phantom data" in section
@@ -311,8 +345,15 @@ def test_report_md_is_self_contained_and_says_synthetic(full):
     assert "synthetic" in text[:600].lower()
     assert "Optimistic" not in text  # every label was scored on test
     links = re.findall(r"\]\((figures/[^)]+\.png)\)", text)
-    assert {Path(x).stem for x in links} == {"verdict", "auc_vs_resolution", "auc_ratio", "architectures",
-                                            "tradeoff", "roc_mass", "roc_nodule"}
+    assert {Path(x).stem for x in links} == {
+        "verdict",
+        "auc_vs_resolution",
+        "auc_ratio",
+        "architectures",
+        "tradeoff",
+        "roc_mass",
+        "roc_nodule",
+    }
     for link in links:
         assert not Path(link).is_absolute() and (out / link).is_file()
     for svg in (out / "figures").glob("*.svg"):
@@ -320,11 +361,9 @@ def test_report_md_is_self_contained_and_says_synthetic(full):
     roc = (out / "figures" / "roc_mass.svg").read_text()
     assert "test fold; seed 0" in roc and ">320 px<" in roc and ">32 px<" in roc
     comp = pd.read_csv(out / "comparisons.csv")
-    low = comp.query("label == 'Nodule' and arch == 'resnet34' and resolution_a == 32 "
-                     "and kind == 'reference'").iloc[0]
+    low = comp.query("label == 'Nodule' and arch == 'resnet34' and resolution_a == 32 and kind == 'reference'").iloc[0]
     line = next(x for x in text.splitlines() if x.startswith("- **Nodule** (resnet34"))
-    assert f"At 32 px it keeps {100 * low['ratio']:.1f}% ± {100 * low['ratio_se']:.1f} " \
-        "of its AUC at 320 px" in line
+    assert f"At 32 px it keeps {100 * low['ratio']:.1f}% ± {100 * low['ratio_se']:.1f} of its AUC at 320 px" in line
     assert "Missing cells" not in text and "not in this study's grid" not in text
     assert "- Torch threads per cell: 1, 2" in text and "| threads |" in text
 
@@ -337,8 +376,10 @@ def test_tensorboard_one_run_per_cell_with_session_and_curves(full):
     pooled = pd.read_csv(out / "pooled.csv")
     tb = out / "tensorboard"
     top = EventAccumulator(str(tb)).Reload()
-    assert set(top.Tags()["images"]) == {f"figures/{n}" for n in (
-        "verdict", "auc_vs_resolution", "auc_ratio", "architectures", "tradeoff", "roc_mass", "roc_nodule")}
+    assert set(top.Tags()["images"]) == {
+        f"figures/{n}"
+        for n in ("verdict", "auc_vs_resolution", "auc_ratio", "architectures", "tradeoff", "roc_mass", "roc_nodule")
+    }
     text = top.Tensors("verdict/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "Nodule" in text and "sufficient size" in text
     curve = top.Scalars("auc/mass/resnet34")
@@ -357,7 +398,8 @@ def test_tensorboard_one_run_per_cell_with_session_and_curves(full):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     start = plugin_data_pb2.HParamsPluginData.FromString(
-        run.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        run.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info
     hp = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
     assert hp["label"] == "Mass" and hp["arch"] == "resnet34" and hp["resolution"] == 64 and hp["seed"] == 1
     assert hp["learning_rate"] == pytest.approx(1e-3) and hp["init"] == "scratch" and hp["torch_threads"] == 2
@@ -369,17 +411,29 @@ def test_tensorboard_one_run_per_cell_with_session_and_curves(full):
     assert run.Scalars("hparam/pooled_auc")[0].value == pytest.approx(prow["auc_mean"].item(), rel=1e-6)
     assert run.Scalars("hparam/pooled_auc_se")[0].value == pytest.approx(prow["auc_se"].item(), rel=1e-6)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        EventAccumulator(str(tb / runs[0])).Reload().PluginTagToContent("hparams")["_hparams_/experiment"])
+        EventAccumulator(str(tb / runs[0])).Reload().PluginTagToContent("hparams")["_hparams_/experiment"]
+    )
     declared = {h.name for h in experiment.experiment.hparam_infos}
-    assert {"label", "arch", "resolution", "seed", "learning_rate", "epochs", "batch_size", "init",
-            "torch_threads"} <= declared
+    assert {
+        "label",
+        "arch",
+        "resolution",
+        "seed",
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "init",
+        "torch_threads",
+    } <= declared
 
 
 # ------------------------------------------------------------------ 6. the study, not the folder
 def test_report_covers_the_grid_and_ignores_folders_of_an_earlier_grid(tmp_path):
     make_study(tmp_path, labels=("Edema",), resolutions=(64, 128), n_val=20, n_test=30)
-    pred = pd.read_csv(tmp_path / "bundles" / cell_name("Edema", "resnet34", 64, 0) / "predictions.csv",
-                       dtype={"image_id": str, "patient_id": str})
+    pred = pd.read_csv(
+        tmp_path / "bundles" / cell_name("Edema", "resnet34", 64, 0) / "predictions.csv",
+        dtype={"image_id": str, "patient_id": str},
+    )
     write_cell(tmp_path, "Edema", "resnet34", 16, 0, pred)  # finished, but from an earlier grid
     write_cell(tmp_path, "Edema", "resnet34", 256, 0, finished=False)  # in the grid, not run
     settings = json.loads((tmp_path / "study.json").read_text())
@@ -426,9 +480,11 @@ def test_a_truncated_predictions_file_is_an_error_naming_it(small, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     n_fold = int((pred["fold"] == last["fold"]).sum())
-    assert err == (f"monai-cxr: error: {path} has {n_fold - 1} {last['fold']} row(s) but data/split.csv has "
-                   f"{n_fold} {last['fold']} image(s) of label 'Mass'; first missing: {last['image_id']!r} "
-                   "(truncated or stale: rerun the cell)")
+    assert err == (
+        f"monai-cxr: error: {path} has {n_fold - 1} {last['fold']} row(s) but data/split.csv has "
+        f"{n_fold} {last['fold']} image(s) of label 'Mass'; first missing: {last['image_id']!r} "
+        "(truncated or stale: rerun the cell)"
+    )
 
 
 def test_predictions_of_other_images_or_truth_are_errors(small):
@@ -437,8 +493,9 @@ def test_predictions_of_other_images_or_truth_are_errors(small):
     moved = pred.copy()
     moved.loc[moved.index[0], "fold"] = "test" if moved["fold"].iloc[0] == "val" else "val"
     moved.to_csv(path, index=False)
-    with pytest.raises(CxrError, match=f"image '{moved['image_id'].iloc[0]}' is not a "
-                                       f"{moved['fold'].iloc[0]} image of label 'Mass'"):
+    with pytest.raises(
+        CxrError, match=f"image '{moved['image_id'].iloc[0]}' is not a {moved['fold'].iloc[0]} image of label 'Mass'"
+    ):
         make_report(study, tensorboard=False)
     train = pd.concat([pred, pred.iloc[[0]].assign(image_id="train0001.png", fold="val")])
     train.to_csv(path, index=False)
@@ -447,8 +504,10 @@ def test_predictions_of_other_images_or_truth_are_errors(small):
     flipped = pred.copy()
     flipped.loc[flipped.index[5], "label"] = 1 - flipped["label"].iloc[5]
     flipped.to_csv(path, index=False)
-    with pytest.raises(CxrError, match=f"image '{pred['image_id'].iloc[5]}' has label "
-                                       f"{1 - pred['label'].iloc[5]} but data/index.csv says"):
+    with pytest.raises(
+        CxrError,
+        match=f"image '{pred['image_id'].iloc[5]}' has label {1 - pred['label'].iloc[5]} but data/index.csv says",
+    ):
         make_report(study, tensorboard=False)
 
 
@@ -479,8 +538,10 @@ def test_a_val_only_study_is_flagged_optimistic(tmp_path, capsys):
     truth = make_study(tmp_path, labels=("Mass",), resolutions=(64, 128), n_val=40, n_test=0)
     main(["report", "--study-dir", str(tmp_path), "--no-tensorboard"])
     captured = capsys.readouterr()
-    assert "warning: report: no test predictions for Mass: their AUCs are on the val images that also chose " \
-           "the checkpoint (optimistic)" in captured.err
+    assert (
+        "warning: report: no test predictions for Mass: their AUCs are on the val images that also chose "
+        "the checkpoint (optimistic)" in captured.err
+    )
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert set(summary["fold"]) == {"val"}
     y, s = scored(truth[("Mass", "resnet34", 64, 0)], "val")
@@ -534,9 +595,22 @@ def test_label_without_positives_is_reported_not_crashed(tmp_path):
     scored_rows = images[images["fold"] != "train"]
     for label in ("Mass", "Hernia", "Pneumonia"):
         for r in (64, 128):
-            write_cell(tmp_path, label, "resnet34", r, 0, pd.DataFrame({
-                "image_id": scored_rows["image_id"], "patient_id": scored_rows["patient_id"],
-                "fold": scored_rows["fold"], "label": scored_rows[label], "score": rng.random(len(scored_rows))}))
+            write_cell(
+                tmp_path,
+                label,
+                "resnet34",
+                r,
+                0,
+                pd.DataFrame(
+                    {
+                        "image_id": scored_rows["image_id"],
+                        "patient_id": scored_rows["patient_id"],
+                        "fold": scored_rows["fold"],
+                        "label": scored_rows[label],
+                        "score": rng.random(len(scored_rows)),
+                    }
+                ),
+            )
     out = make_report(tmp_path, tensorboard=False)
     summary = pd.read_csv(out / "summary.csv").set_index(["label", "resolution"])
     hernia = summary.loc[("Hernia", 64)]
@@ -577,20 +651,35 @@ def test_cli_without_finished_cell_is_one_line_error(tmp_path, capsys):
     assert err.startswith("monai-cxr: error: no finished cell") and "\n" not in err
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda cell: (cell / "cell.json").write_text(
-        (cell / "cell.json").read_text().replace('"resolution": 64', '"resolution": "abc"')),
-     "resolution and seed must be integers"),
-    (lambda cell: (cell / "predictions.csv").write_text(
-        (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,val,1,inf\n", 1)),
-     "score must hold finite numbers"),
-    (lambda cell: (cell / "predictions.csv").write_text(
-        (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,val,1,high\n", 1)),
-     "score must hold finite numbers"),
-    (lambda cell: (cell / "predictions.csv").write_text(
-        (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,train,1,0.5\n", 1)),
-     "fold must be val or test, got 'train'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda cell: (cell / "cell.json").write_text(
+                (cell / "cell.json").read_text().replace('"resolution": 64', '"resolution": "abc"')
+            ),
+            "resolution and seed must be integers",
+        ),
+        (
+            lambda cell: (cell / "predictions.csv").write_text(
+                (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,val,1,inf\n", 1)
+            ),
+            "score must hold finite numbers",
+        ),
+        (
+            lambda cell: (cell / "predictions.csv").write_text(
+                (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,val,1,high\n", 1)
+            ),
+            "score must hold finite numbers",
+        ),
+        (
+            lambda cell: (cell / "predictions.csv").write_text(
+                (cell / "predictions.csv").read_text().replace("\n", "\nx0,p0,train,1,0.5\n", 1)
+            ),
+            "fold must be val or test, got 'train'",
+        ),
+    ],
+)
 def test_bad_cell_files_are_one_line_errors(tmp_path, capsys, edit, message):
     from monai_cxr.cli import main
 
@@ -624,8 +713,18 @@ def test_cli_report_with_options_and_bad_figure_label(tmp_path, capsys):
     from monai_cxr.cli import main
 
     make_study(tmp_path, labels=("Edema", "Mass"), resolutions=(32, 64), archs=("a1", "a2"), n_val=20, n_test=30)
-    main(["report", "--study-dir", str(tmp_path), "--out", str(tmp_path / "r"),
-          "--figure-labels", "Edema", "--no-tensorboard"])
+    main(
+        [
+            "report",
+            "--study-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r"),
+            "--figure-labels",
+            "Edema",
+            "--no-tensorboard",
+        ]
+    )
     svg = (tmp_path / "r" / "figures" / "architectures.svg").read_text()
     assert ">Edema<" in svg and ">Mass<" not in svg
     assert not (tmp_path / "r" / "tensorboard").exists()
@@ -635,4 +734,5 @@ def test_cli_report_with_options_and_bad_figure_label(tmp_path, capsys):
         main(["report", "--study-dir", str(tmp_path), "--figure-labels", "Hernia"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "monai-cxr: error: figure label 'Hernia' has no finished cell; labels: Edema, Mass")
+        "monai-cxr: error: figure label 'Hernia' has no finished cell; labels: Edema, Mass"
+    )

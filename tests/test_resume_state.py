@@ -74,8 +74,11 @@ def test_random_streams_of_the_process_and_of_nested_random_transforms_are_resto
 
     set_determinism(seed=0)
     transform = Compose([RandAffined("image", prob=0.5, rotate_range=0.3), RandGaussianNoised("image", prob=0.5)])
-    loader = DataLoader(Dataset([{"image": np.ones((1, 8, 8), np.float32)}] * 4, transform), batch_size=2,
-                        generator=torch.Generator().manual_seed(1))
+    loader = DataLoader(
+        Dataset([{"image": np.ones((1, 8, 8), np.float32)}] * 4, transform),
+        batch_size=2,
+        generator=torch.Generator().manual_seed(1),
+    )
     streams = RandomStates(loader)
     assert len(streams.owned()) >= 5  # each transform, the affine's own generators, the loader's
 

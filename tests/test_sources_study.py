@@ -28,16 +28,37 @@ def chestmnist(tmp_path):
 
 def table(tmp_path):
     write_table(tmp_path, patients=30)
-    return ["--dataset", "csv", "--table", str(tmp_path / "tables/study.csv"), "--path-col", "file",
-            "--patient-col", "subject", "--label-cols", "Effusion,Nodule"], "Nodule"
+    return [
+        "--dataset",
+        "csv",
+        "--table",
+        str(tmp_path / "tables/study.csv"),
+        "--path-col",
+        "file",
+        "--patient-col",
+        "subject",
+        "--label-cols",
+        "Effusion,Nodule",
+    ], "Nodule"
 
 
 @pytest.mark.parametrize("source", [chexpert, chestmnist, table])
 def test_a_cell_runs_on_each_source(tmp_path, source):
     args, label = source(tmp_path)
     study = tmp_path / "study"
-    main(["prepare", *args, "--study-dir", str(study), "--resolutions", "16", "--workers", "1",
-          *(["--val-fraction", "0.2"] if source is not chestmnist else [])])  # a val fold as large as before
+    main(
+        [
+            "prepare",
+            *args,
+            "--study-dir",
+            str(study),
+            "--resolutions",
+            "16",
+            "--workers",
+            "1",
+            *(["--val-fraction", "0.2"] if source is not chestmnist else []),
+        ]
+    )  # a val fold as large as before
     generate(study, GridSettings(labels=[label], resolutions=[16], **TINY_GRID))
     summary = run_cells(study)
     assert summary.failed == []
@@ -47,7 +68,9 @@ def test_a_cell_runs_on_each_source(tmp_path, source):
     split = pd.read_csv(study / "data/split.csv", dtype={"image_id": str})
     column = json.loads((cell / "cell.json").read_text())["label"]
     known = index[column].isin([0, 1]).to_numpy()
-    scored = pd.concat([index[(split["fold"] == fold).to_numpy() & known].assign(fold=fold) for fold in ("val", "test")])
+    scored = pd.concat(
+        [index[(split["fold"] == fold).to_numpy() & known].assign(fold=fold) for fold in ("val", "test")]
+    )
     assert list(predictions.columns) == ["image_id", "patient_id", "fold", "label", "score"]
     assert predictions["image_id"].tolist() == scored["image_id"].tolist()
     assert predictions["fold"].tolist() == scored["fold"].tolist()

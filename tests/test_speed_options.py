@@ -31,15 +31,29 @@ def test_on_a_cpu_gpu_options_are_off_and_workers_kept():
 
 
 def test_amp_accepts_the_old_flag_values_and_refuses_others():
-    assert [amp_mode(v) for v in (True, False, None, "BF16", "fp16", "off")] == ["fp16", "off", "off", "bf16",
-                                                                               "fp16", "off"]
+    assert [amp_mode(v) for v in (True, False, None, "BF16", "fp16", "off")] == [
+        "fp16",
+        "off",
+        "off",
+        "bf16",
+        "fp16",
+        "off",
+    ]
     with pytest.raises(CxrError, match="'fp8' is not one of off, fp16, bf16"):
         amp_mode("fp8")
 
 
 def generate_args(study):
-    return ["generate", "--study-dir", str(study), "--labels", "Mass", "--resolutions", "16",
-            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY_GRID.items() if k != "learning_rate"]]
+    return [
+        "generate",
+        "--study-dir",
+        str(study),
+        "--labels",
+        "Mass",
+        "--resolutions",
+        "16",
+        *[f"--{k.replace('_', '-')}={v}" for k, v in TINY_GRID.items() if k != "learning_rate"],
+    ]
 
 
 def test_generate_records_options_in_the_grid_and_each_cell_and_run_json_records_both(tmp_path):
@@ -47,8 +61,10 @@ def test_generate_records_options_in_the_grid_and_each_cell_and_run_json_records
     main(generate_args(study) + ["--amp", "fp16"])
     assert json.loads((study / "study.json").read_text())["grid"]["amp"] == "fp16"
 
-    main(generate_args(study) + ["--amp", "bf16", "--channels-last", "--cudnn-benchmark", "--pin-memory",
-                                 "--loader-workers", "1"])
+    main(
+        generate_args(study)
+        + ["--amp", "bf16", "--channels-last", "--cudnn-benchmark", "--pin-memory", "--loader-workers", "1"]
+    )
     grid = json.loads((study / "study.json").read_text())["grid"]  # recorded under the option's name
     assert {k: grid[k] for k in ASKED if k != "num_workers"} == {k: v for k, v in ASKED.items() if k != "num_workers"}
     assert grid["loader_workers"] == 1 and "num_workers" not in grid

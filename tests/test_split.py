@@ -35,15 +35,18 @@ def test_three_folds_by_default_with_the_requested_shares():
     assert set(no_test.loc[no_test.fold == "val", "patient_id"]) == set(split.loc[split.fold == "val", "patient_id"])
 
 
-@pytest.mark.parametrize("val,test,message", [
-    (0.5, 0.5, "leaves no patients to train on"),
-    (0.7, 0.4, "must be below 1"),
-    (0.0, 0.2, "val fraction 0.0 is not between 0 and 1"),
-    (-0.1, 0.2, "val fraction -0.1"),
-    (0.1, -0.2, "test fraction -0.2 is not in"),
-    (0.1, 1.0, "test fraction 1.0 is not in"),
-    (float("nan"), 0.2, "val fraction nan"),
-])
+@pytest.mark.parametrize(
+    "val,test,message",
+    [
+        (0.5, 0.5, "leaves no patients to train on"),
+        (0.7, 0.4, "must be below 1"),
+        (0.0, 0.2, "val fraction 0.0 is not between 0 and 1"),
+        (-0.1, 0.2, "val fraction -0.1"),
+        (0.1, -0.2, "test fraction -0.2 is not in"),
+        (0.1, 1.0, "test fraction 1.0 is not in"),
+        (float("nan"), 0.2, "val fraction nan"),
+    ],
+)
 def test_bad_fractions_are_one_line(val, test, message):
     with pytest.raises(CxrError, match=message) as err:
         patient_split(_index(50), val_fraction=val, test_fraction=test)
@@ -58,10 +61,16 @@ def test_seeded():
     assert not a["fold"].equals(c["fold"])
 
 
-@pytest.mark.parametrize("n_patients,val,test,fold", [
-    (1, 0.2, 0.0, "val"), (3, 0.1, 0.0, "val"), (3, 0.9, 0.0, "train"),
-    (4, 0.25, 0.1, "test"), (4, 0.5, 0.4, "train"),
-])
+@pytest.mark.parametrize(
+    "n_patients,val,test,fold",
+    [
+        (1, 0.2, 0.0, "val"),
+        (3, 0.1, 0.0, "val"),
+        (3, 0.9, 0.0, "train"),
+        (4, 0.25, 0.1, "test"),
+        (4, 0.5, 0.4, "train"),
+    ],
+)
 def test_empty_fold_is_refused(n_patients, val, test, fold):
     with pytest.raises(CxrError, match=f"the {fold} fold would be empty"):
         patient_split(_index(n_patients), val_fraction=val, test_fraction=test)

@@ -25,20 +25,33 @@ from monai_cxr.studydir import data_fingerprint, load_study, lock_cell, stale_re
 def finish(cell, inputs=None):
     """Make a generated cell finished, as its run would: predictions of the val fold, then run.json."""
     val = json.loads((cell / "datalist.json").read_text())["validation"]
-    pd.DataFrame({"image_id": [e["image_id"] for e in val], "patient_id": [e["patient_id"] for e in val],
-                  "label": [e["label"][0] for e in val], "score": np.linspace(0, 1, len(val))}) \
-        .to_csv(cell / "predictions.csv", index=False)
-    run = {**json.loads((cell / "cell.json").read_text()), "batch_size": 4, "epochs": 2, "train_seconds": 1.0,
-           "images_per_s": 10.0, "peak_mem_mb": 1.0, "best_val_auc": 0.5, "best_epoch": 1, "device": "cpu",
-           "inputs": json.loads((cell / "inputs.json").read_text()) if inputs is None else inputs}
+    pd.DataFrame(
+        {
+            "image_id": [e["image_id"] for e in val],
+            "patient_id": [e["patient_id"] for e in val],
+            "label": [e["label"][0] for e in val],
+            "score": np.linspace(0, 1, len(val)),
+        }
+    ).to_csv(cell / "predictions.csv", index=False)
+    run = {
+        **json.loads((cell / "cell.json").read_text()),
+        "batch_size": 4,
+        "epochs": 2,
+        "train_seconds": 1.0,
+        "images_per_s": 10.0,
+        "peak_mem_mb": 1.0,
+        "best_val_auc": 0.5,
+        "best_epoch": 1,
+        "device": "cpu",
+        "inputs": json.loads((cell / "inputs.json").read_text()) if inputs is None else inputs,
+    }
     (cell / "run.json").write_text(json.dumps(run))
 
 
 def reprepare(study, seed):
     """prepare again on the same images with another split seed: new folds, a new data fingerprint."""
     data_dir = load_study(study)["data"]["data_dir"]
-    prepare("nih", data_dir, study, [16, 32], seed=seed, val_fraction=0.2, test_fraction=0.2, workers=1,
-            progress=False)
+    prepare("nih", data_dir, study, [16, 32], seed=seed, val_fraction=0.2, test_fraction=0.2, workers=1, progress=False)
 
 
 GRID = GridSettings(labels=["Mass"], resolutions=[16], seeds=[0, 1], **TINY_GRID)
@@ -51,8 +64,10 @@ def test_generate_records_the_inputs_of_each_cell(study_copy):
     for cell in cells:
         inputs = json.loads((cell / "inputs.json").read_text())
         assert inputs["data"] == fingerprint and len(inputs["config"]) == 64
-    assert json.loads((cells[0] / "inputs.json").read_text())["config"] != \
-        json.loads((cells[1] / "inputs.json").read_text())["config"]  # the seed is in the configs
+    assert (
+        json.loads((cells[0] / "inputs.json").read_text())["config"]
+        != json.loads((cells[1] / "inputs.json").read_text())["config"]
+    )  # the seed is in the configs
     reprepare(study_copy, seed=0)  # the same data again: nothing is stale
     assert data_fingerprint(study_copy) == fingerprint
     assert [stale_reason(study_copy, cell) for cell in cells] == [None, None]

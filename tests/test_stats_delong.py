@@ -251,8 +251,7 @@ def test_importing_stats_does_not_import_torch():
 
 
 # ------------------------------------------------------------------- properties
-labels = st.lists(st.booleans(), min_size=4, max_size=40).filter(
-    lambda y: sum(y) >= 2 and len(y) - sum(y) >= 2)
+labels = st.lists(st.booleans(), min_size=4, max_size=40).filter(lambda y: sum(y) >= 2 and len(y) - sum(y) >= 2)
 
 
 @st.composite

@@ -45,8 +45,19 @@ def test_one_seed_is_delong():
         assert p.auc_se == pytest.approx(res.se[0], rel=1e-12)
         assert (p.ci_low, p.ci_high) == pytest.approx(tuple(res.ci[0]), rel=1e-12)
     d, ref = pooled_difference(y, a, b), res.compare(0, 1)
-    for name in ("diff", "se", "z", "p_value", "ci_low", "ci_high", "cov", "ratio", "ratio_se",
-                 "ratio_ci_low", "ratio_ci_high"):
+    for name in (
+        "diff",
+        "se",
+        "z",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "cov",
+        "ratio",
+        "ratio_se",
+        "ratio_ci_low",
+        "ratio_ci_high",
+    ):
         assert getattr(d, name) == pytest.approx(getattr(ref, name), rel=1e-12, abs=1e-15), name
 
 
@@ -267,9 +278,17 @@ def test_non_finite_scores(small):
     one_line(e, "scores_b", "NaN")
 
 
-@pytest.mark.parametrize("scores_by_resolution, word", [({}, "non-empty"), ([1, 2], "list"),
-                                                        ({"64": None}, "'64'"), ({0: None}, "0"),
-                                                        ({64.0: None}, "64.0"), ({True: None}, "True")])
+@pytest.mark.parametrize(
+    "scores_by_resolution, word",
+    [
+        ({}, "non-empty"),
+        ([1, 2], "list"),
+        ({"64": None}, "'64'"),
+        ({0: None}, "0"),
+        ({64.0: None}, "64.0"),
+        ({True: None}, "True"),
+    ],
+)
 def test_bad_resolutions(small, scores_by_resolution, word):
     y, _ = small
     with pytest.raises(CxrError) as e:

@@ -41,7 +41,7 @@ def test_reads_requested_columns_as_float64(tmp_path):
 
 
 def test_crlf_quotes_and_trailing_blank_lines(tmp_path):
-    text = ('path,"label",s1\r\n"a,b.png",1,"0.5"\r\n"say ""hi""\nthere",0,0.25\r\n' + "c.png,1,1e-3\r\n\r\n\r\n")
+    text = 'path,"label",s1\r\n"a,b.png",1,"0.5"\r\n"say ""hi""\nthere",0,0.25\r\n' + "c.png,1,1e-3\r\n\r\n\r\n"
     out = read_score_table(write(tmp_path, text), "label", ["s1"])
     np.testing.assert_array_equal(out["label"], [1, 0, 1])
     np.testing.assert_array_equal(out["s1"], [0.5, 0.25, 1e-3])
@@ -115,8 +115,9 @@ def test_invisible_characters_in_a_name(tmp_path, name, reason):
 
 def test_bom(tmp_path):
     path = write(tmp_path, "\ufefflabel,s1,s2\n0,1,2\n1,2,3\n")
-    assert error(path) == (f"{path} line 1, column 1: the name '\\ufefflabel' has a byte-order mark (BOM); "
-                           "rename the column")
+    assert error(path) == (
+        f"{path} line 1, column 1: the name '\\ufefflabel' has a byte-order mark (BOM); rename the column"
+    )
 
 
 def test_missing_column_lists_available_ones_cut_short(tmp_path):
@@ -158,8 +159,9 @@ def test_bad_request_is_refused_before_reading(tmp_path, truth, scores, message)
 )
 def test_ragged_rows(tmp_path, row, count, blank):
     path = write(tmp_path, GOOD + row + "\nimg4,0,1,1\n")
-    assert error(path) == (f"{path} line 5: {count} field{'s' * (count != 1)}{blank}, but the header has 4; "
-                           "every row needs exactly 4")
+    assert error(path) == (
+        f"{path} line 5: {count} field{'s' * (count != 1)}{blank}, but the header has 4; every row needs exactly 4"
+    )
 
 
 def test_extra_field_on_the_first_row(tmp_path):
@@ -175,9 +177,9 @@ def test_line_numbers_count_newlines_inside_quotes(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('label,s1,s2\n0,"1,2\n', 'line 2: a quote is never closed'),
-        ('label,s1,s2\n0,1"5,2\n1,2,3\n', 'line 2: a quote at character 4 is inside a field'),
-        ('label,s1,s2\n0,"1"5,2\n1,2,3\n', 'line 2: a quote at character 5 is inside a field'),
+        ('label,s1,s2\n0,"1,2\n', "line 2: a quote is never closed"),
+        ('label,s1,s2\n0,1"5,2\n1,2,3\n', "line 2: a quote at character 4 is inside a field"),
+        ('label,s1,s2\n0,"1"5,2\n1,2,3\n', "line 2: a quote at character 5 is inside a field"),
     ],
 )
 def test_malformed_quotes(tmp_path, text, message):
@@ -215,16 +217,19 @@ def test_first_bad_score_wins_across_columns(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "cell, shown", [("2", "holds '2'"), ("-1", "holds '-1'"), ("", "is blank"), ("yes", "holds 'yes'"),
-                    ("0.5", "holds '0.5'")])
+    "cell, shown",
+    [("2", "holds '2'"), ("-1", "holds '-1'"), ("", "is blank"), ("yes", "holds 'yes'"), ("0.5", "holds '0.5'")],
+)
 def test_bad_truth(tmp_path, cell, shown):
     path = write(tmp_path, GOOD + f"img3,{cell},0.5,0.5\n")
     assert error(path) == f"{path} line 5: truth column 'label' {shown}; allowed: 0 or 1"
 
 
 def test_importing_stats_imports_neither_pandas_nor_torch():
-    code = ("import sys, monai_cxr.stats, monai_cxr.stats.scoretable; "
-            "print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, monai_cxr.stats, monai_cxr.stats.scoretable; "
+        "print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

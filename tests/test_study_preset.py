@@ -15,9 +15,13 @@ pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
 
 
 def test_a_preset_study_runs_whole_and_resumes_as_a_no_op(tmp_path, monkeypatch, log_lines):
-    tiny = presets.Preset(name="tiny", description="one cell on a tiny phantom", synthetic=True,
-                          phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
-                          grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    tiny = presets.Preset(
+        name="tiny",
+        description="one cell on a tiny phantom",
+        synthetic=True,
+        phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
+        grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID),
+    )
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
     lines = log_lines
     assert run_study("tiny", study_dir=tmp_path / "s", progress=False) == 0
@@ -39,9 +43,13 @@ def test_study_passes_the_executor_to_run(tmp_path, monkeypatch):
     from monai_cxr.cli import main
     from monai_cxr.run import executor
 
-    tiny = presets.Preset(name="tiny", description="one cell on a tiny phantom", synthetic=True,
-                          phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
-                          grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    tiny = presets.Preset(
+        name="tiny",
+        description="one cell on a tiny phantom",
+        synthetic=True,
+        phantom={"patients": 24, "size": 64, "seed": 0, "prevalence": 0.4, "workers": 1},
+        grid=GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID),
+    )
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
     seen = {}
 
@@ -51,8 +59,8 @@ def test_study_passes_the_executor_to_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(executor, "run_cells", fake_run_cells)
     from monai_cxr.cli import cli
+
     (option,) = [p for p in cli.commands["study"].params if p.name == "preset"]
     monkeypatch.setattr(option, "type", click.Choice(["quick", "paper", "tiny"]))
-    main(["study", "--preset", "tiny", "--study-dir", str(tmp_path / "s"), "--executor", "ray",
-          "--address", "auto"])
+    main(["study", "--preset", "tiny", "--study-dir", str(tmp_path / "s"), "--executor", "ray", "--address", "auto"])
     assert seen["executor"] == "ray" and seen["address"] == "auto"

@@ -21,12 +21,10 @@ pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
 CLI = [sys.executable, "-c", "from monai_cxr.cli import main; main()"]
 
 
-
 def snapshot(cell):
     """Contents and modification times of a finished cell's results."""
     files = [cell / "run.json", cell / "predictions.csv", cell / "models" / "model.pt"]
-    return {f.name: (f.stat().st_mtime_ns, f.read_bytes() if f.suffix != ".pt" else f.stat().st_size)
-            for f in files}
+    return {f.name: (f.stat().st_mtime_ns, f.read_bytes() if f.suffix != ".pt" else f.stat().st_size) for f in files}
 
 
 def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
@@ -35,8 +33,12 @@ def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
     second = study_copy / "bundles" / "mass__resnet34__r32__s0"
 
     # kill -9 the whole study while the second cell is running
-    proc = subprocess.Popen([*CLI, "run", "--study-dir", str(study_copy)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "run", "--study-dir", str(study_copy)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while not ((first / "run.json").exists() and (second / "logs" / "run.log").exists()):
         assert proc.poll() is None and time.monotonic() < deadline
@@ -63,8 +65,16 @@ def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
     for cell, resolution in ((first, 16), (second, 32)):
         run = json.loads((cell / "run.json").read_text())
         assert (run["label"], run["arch"], run["resolution"], run["seed"]) == ("Mass", "resnet34", resolution, 0)
-        for key in ("batch_size", "epochs", "train_seconds", "images_per_s", "peak_mem_mb", "best_val_auc",
-                    "best_epoch", "device"):
+        for key in (
+            "batch_size",
+            "epochs",
+            "train_seconds",
+            "images_per_s",
+            "peak_mem_mb",
+            "best_val_auc",
+            "best_epoch",
+            "device",
+        ):
             assert run[key] is not None
         predictions = pd.read_csv(cell / "predictions.csv")
         assert list(predictions.columns) == ["image_id", "patient_id", "fold", "label", "score"]
@@ -106,8 +116,10 @@ def test_a_cell_locked_by_another_run_is_left_alone(study_copy):
 
 
 def test_run_without_a_grid_and_paper_without_data_are_one_line_errors(study_copy):
-    for args, message in ((["run", "--study-dir", str(study_copy)], "has no generated grid"),
-                          (["study", "--preset", "paper", "--study-dir", str(study_copy / "p")], "needs --data-dir")):
+    for args, message in (
+        (["run", "--study-dir", str(study_copy)], "has no generated grid"),
+        (["study", "--preset", "paper", "--study-dir", str(study_copy / "p")], "needs --data-dir"),
+    ):
         proc = subprocess.run([*CLI, *args], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
 

@@ -48,9 +48,29 @@ def test_8_bit_16_bit_rgb_and_nifti_are_normalised_alike(tmp_path):
 
 def test_prepare_end_to_end_through_the_cli(tmp_path):
     rows = write_table(tmp_path)
-    main(["prepare", "--dataset", "csv", "--table", str(tmp_path / "tables/study.csv"), "--path-col", "file",
-          "--patient-col", "subject", "--label-cols", "Effusion,Nodule", "--view-col", "view",
-          "--study-dir", str(tmp_path / "s"), "--resolutions", "8,24", "--workers", "1"])
+    main(
+        [
+            "prepare",
+            "--dataset",
+            "csv",
+            "--table",
+            str(tmp_path / "tables/study.csv"),
+            "--path-col",
+            "file",
+            "--patient-col",
+            "subject",
+            "--label-cols",
+            "Effusion,Nodule",
+            "--view-col",
+            "view",
+            "--study-dir",
+            str(tmp_path / "s"),
+            "--resolutions",
+            "8,24",
+            "--workers",
+            "1",
+        ]
+    )
     index = pd.read_csv(tmp_path / "s/data/index.csv", dtype={"image_id": str, "patient_id": str})
     split = pd.read_csv(tmp_path / "s/data/split.csv", dtype={"image_id": str, "patient_id": str})
     assert len(index) == len(rows) and split["image_id"].tolist() == index["image_id"].tolist()
@@ -81,15 +101,18 @@ def _edit(path, transform):
     path.write_text("\n".join(transform(lines)) + "\n")
 
 
-@pytest.mark.parametrize("transform,message", [
-    (lambda ls: [ls[0], ls[1][:-1] + "yes"] + ls[2:], r"study.csv line 2: column 'Nodule' holds 'yes'; allowed"),
-    (lambda ls: [ls[0], ls[1][:-1] + "2"] + ls[2:], r"column 'Nodule' holds '2'"),
-    (lambda ls: [ls[0].replace("Nodule", "Nodules")] + ls[1:], r"has no column 'Nodule'"),
-    (lambda ls: ls + [ls[1]], "duplicate image ids"),
-    (lambda ls: [ls[0], ls[1].replace(".png", ".dcm")] + ls[2:], r"line 2: .*\.dcm' is not a supported image"),
-    (lambda ls: [ls[0], ls[1].replace("S000", "")] + ls[2:], "line 2: column 'subject' is blank"),
-    (lambda ls: [ls[0], ls[1].replace("img0", "gone")] + ls[2:], "1 of 20 listed images are missing"),
-])
+@pytest.mark.parametrize(
+    "transform,message",
+    [
+        (lambda ls: [ls[0], ls[1][:-1] + "yes"] + ls[2:], r"study.csv line 2: column 'Nodule' holds 'yes'; allowed"),
+        (lambda ls: [ls[0], ls[1][:-1] + "2"] + ls[2:], r"column 'Nodule' holds '2'"),
+        (lambda ls: [ls[0].replace("Nodule", "Nodules")] + ls[1:], r"has no column 'Nodule'"),
+        (lambda ls: ls + [ls[1]], "duplicate image ids"),
+        (lambda ls: [ls[0], ls[1].replace(".png", ".dcm")] + ls[2:], r"line 2: .*\.dcm' is not a supported image"),
+        (lambda ls: [ls[0], ls[1].replace("S000", "")] + ls[2:], "line 2: column 'subject' is blank"),
+        (lambda ls: [ls[0], ls[1].replace("img0", "gone")] + ls[2:], "1 of 20 listed images are missing"),
+    ],
+)
 def test_bad_table_is_one_clear_error(tmp_path, transform, message):
     write_table(tmp_path)
     _edit(tmp_path / "tables/study.csv", transform)
@@ -114,16 +137,32 @@ def test_unreadable_image_fails_the_cache_naming_the_file(tmp_path):
         prepare("csv", None, tmp_path / "s", [8], table=options, workers=1, progress=False)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--dataset", "csv", "--label-cols", "Effusion"], "--dataset csv needs --table"),
-    (["--dataset", "csv", "--table", "T", "--data-dir", "."], "reads --table"),
-    (["--dataset", "csv", "--table", "T", "--view", "PA"], "--view PA needs --view-col"),
-    (["--dataset", "nih", "--data-dir", ".", "--uncertain", "zeros"], "--uncertain applies to --dataset chexpert"),
-    (["--dataset", "chexpert"], "--dataset chexpert needs --data-dir"),
-    (["--dataset", "nih", "--data-dir", ".", "--label-cols", "Mass"], "--label-cols applies to --dataset csv"),
-    (["--dataset", "csv", "--table", "T", "--path-col", "file", "--patient-col", "subject",
-      "--label-cols", "Effusion,Cancer"], "has no column 'Cancer'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "csv", "--label-cols", "Effusion"], "--dataset csv needs --table"),
+        (["--dataset", "csv", "--table", "T", "--data-dir", "."], "reads --table"),
+        (["--dataset", "csv", "--table", "T", "--view", "PA"], "--view PA needs --view-col"),
+        (["--dataset", "nih", "--data-dir", ".", "--uncertain", "zeros"], "--uncertain applies to --dataset chexpert"),
+        (["--dataset", "chexpert"], "--dataset chexpert needs --data-dir"),
+        (["--dataset", "nih", "--data-dir", ".", "--label-cols", "Mass"], "--label-cols applies to --dataset csv"),
+        (
+            [
+                "--dataset",
+                "csv",
+                "--table",
+                "T",
+                "--path-col",
+                "file",
+                "--patient-col",
+                "subject",
+                "--label-cols",
+                "Effusion,Cancer",
+            ],
+            "has no column 'Cancer'",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     write_table(tmp_path, patients=3)
     args = [str(tmp_path / "tables/study.csv") if a == "T" else a for a in args]

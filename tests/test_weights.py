@@ -35,8 +35,16 @@ from monai_cxr.report import make_report
 torch.set_num_threads(1)
 
 # a small user network: a MONAI DenseNet with two dense blocks (it takes 8 px and up; with four, 32 px)
-TINY_NET = {"_target_": "DenseNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "init_features": 8,
-            "growth_rate": 4, "block_config": [2, 2], "bn_size": 2}
+TINY_NET = {
+    "_target_": "DenseNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "init_features": 8,
+    "growth_rate": 4,
+    "block_config": [2, 2],
+    "bn_size": 2,
+}
 
 
 def settings(**kw):
@@ -55,11 +63,15 @@ def override(cell):
 # ------------------------------------------------------------------ --pretrained ARCH=PATH
 def test_pretrained_pairs_parse_and_refuse_in_one_line():
     assert pretrained_map("resnet34=/w/a,b.pth,densenet121=/w/c.pth", ["resnet34", "densenet121"]) == {
-        "resnet34": "/w/a,b.pth", "densenet121": "/w/c.pth"}
+        "resnet34": "/w/a,b.pth",
+        "densenet121": "/w/c.pth",
+    }
     assert pretrained_map("/w/r.pth", ["resnet34"]) == {"resnet34": "/w/r.pth"}  # the old --initial-weights
-    for value, archs, message in (("/w/r.pth", ["resnet34", "densenet121"], "name no architecture"),
-                                  ("resnet34=/a,resnet34=/b", ["resnet34"], "given twice"),
-                                  ("resnet34=", ["resnet34"], "is not ARCH=PATH")):
+    for value, archs, message in (
+        ("/w/r.pth", ["resnet34", "densenet121"], "name no architecture"),
+        ("resnet34=/a,resnet34=/b", ["resnet34"], "given twice"),
+        ("resnet34=", ["resnet34"], "is not ARCH=PATH"),
+    ):
         with pytest.raises(CxrError, match=message):
             pretrained_map(value, archs)
 
@@ -67,10 +79,14 @@ def test_pretrained_pairs_parse_and_refuse_in_one_line():
 @pytest.mark.parametrize("legacy", [False, True], ids=["densenet-current-names", "densenet-legacy-names"])
 def test_imagenet_files_are_checked_at_generate_and_set_the_fixed_normalisation(tmp_path, legacy):
     study = make_hand_study(tmp_path / "s", {"Mass": lambda i: i % 2}, resolutions=(32,))
-    files = {"resnet34": imagenet_file(tmp_path / "resnet34-b627a593.pth", _resnet),
-             "densenet121": imagenet_file(tmp_path / "densenet121-a639ec97.pth", _densenet, legacy)}
-    cells = generate(study, settings(resolutions=[32], archs=["resnet34", "densenet121"],
-                                     pretrained={k: str(v) for k, v in files.items()}))
+    files = {
+        "resnet34": imagenet_file(tmp_path / "resnet34-b627a593.pth", _resnet),
+        "densenet121": imagenet_file(tmp_path / "densenet121-a639ec97.pth", _densenet, legacy),
+    }
+    cells = generate(
+        study,
+        settings(resolutions=[32], archs=["resnet34", "densenet121"], pretrained={k: str(v) for k, v in files.items()}),
+    )
     for cell in cells:
         values = override(cell)
         arch = values["arch"]
@@ -88,12 +104,16 @@ def test_another_architectures_file_a_missing_one_or_one_for_no_grid_arch_is_ref
     study = make_hand_study(tmp_path / "s", {"Mass": lambda i: i % 2})
     densenet = imagenet_file(tmp_path / "densenet121-a639ec97.pth", _densenet)
     cases = [
-        (["--pretrained", f"resnet34={densenet}"],
-         rf"pretrained weights file {re.escape(str(densenet))} matches \d+ of the network's \d+ backbone tensors"
-         r".*first mismatches: conv1"),
+        (
+            ["--pretrained", f"resnet34={densenet}"],
+            rf"pretrained weights file {re.escape(str(densenet))} matches \d+ of the network's \d+ backbone tensors"
+            r".*first mismatches: conv1",
+        ),
         (["--pretrained", f"resnet34={tmp_path / 'absent.pth'}"], "absent.pth for resnet34 not found"),
-        (["--pretrained", f"densenet121={densenet}"], "pretrained weights for 'densenet121', which is not an "
-                                                      "architecture of the grid"),
+        (
+            ["--pretrained", f"densenet121={densenet}"],
+            "pretrained weights for 'densenet121', which is not an architecture of the grid",
+        ),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -106,8 +126,19 @@ def test_another_architectures_file_a_missing_one_or_one_for_no_grid_arch_is_ref
 def test_old_initial_weights_option_is_the_pretrained_file_of_a_one_arch_grid(tmp_path, capsys):
     study = make_hand_study(tmp_path / "s", {"Mass": lambda i: i % 2})
     resnet = imagenet_file(tmp_path / "r.pth", _resnet)
-    main(["generate", "--study-dir", str(study), "--labels", "Mass", "--resolutions", "16",
-          "--initial-weights", str(resnet)])
+    main(
+        [
+            "generate",
+            "--study-dir",
+            str(study),
+            "--labels",
+            "Mass",
+            "--resolutions",
+            "16",
+            "--initial-weights",
+            str(resnet),
+        ]
+    )
     (cell,) = (study / "bundles").iterdir()
     assert override(cell)["pretrained"] == str(resnet)
 
@@ -130,8 +161,10 @@ def test_both_data_paths_normalise_alike_and_refuse_other_choices():
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
     for normalize in ("image", "imagenet"):
         batch, _ = DevicePreprocess(normalize=normalize)({"image": images})
-        per_sample = [NormalizeRadiographd("image", normalize)({"image": img.numpy().astype(np.float32)})["image"]
-                      for img in images]
+        per_sample = [
+            NormalizeRadiographd("image", normalize)({"image": img.numpy().astype(np.float32)})["image"]
+            for img in images
+        ]
         np.testing.assert_allclose(batch.numpy(), np.stack(per_sample), atol=1e-6)
     fixed, _ = DevicePreprocess(normalize="imagenet")({"image": images})
     np.testing.assert_allclose(fixed.numpy(), (images.numpy() / 255 - 0.449) / 0.226, atol=1e-5)
@@ -147,11 +180,25 @@ def test_arch_file_networks_are_checked_on_the_network_and_recorded(tmp_path, ca
     (cell,) = generate(study, settings(archs=["tiny"], arch_file=str(nets)))
     assert cell.name == "mass__tiny__r16__s0" and override(cell)["network_def"] == TINY_NET
     assert json.loads((study / "study.json").read_text())["grid"]["networks"] == {"tiny": TINY_NET}
-    for extra, message in ((["--archs", "deep"], "resolution 16 is below the 32 px that deep accepts"),
-                           (["--archs", "tiny2"], "architecture 'tiny2' is not one of resnet34, densenet121, tiny")):
+    for extra, message in (
+        (["--archs", "deep"], "resolution 16 is below the 32 px that deep accepts"),
+        (["--archs", "tiny2"], "architecture 'tiny2' is not one of resnet34, densenet121, tiny"),
+    ):
         with pytest.raises(SystemExit):
-            main(["generate", "--study-dir", str(study), "--labels", "Mass", "--resolutions", "16",
-                  "--arch-file", str(nets), *extra])
+            main(
+                [
+                    "generate",
+                    "--study-dir",
+                    str(study),
+                    "--labels",
+                    "Mass",
+                    "--resolutions",
+                    "16",
+                    "--arch-file",
+                    str(nets),
+                    *extra,
+                ]
+            )
         assert message in capsys.readouterr().err
     nets.write_text(json.dumps({"resnet34": TINY_NET}))
     with pytest.raises(CxrError, match="name 'resnet34' is built in"):
@@ -164,11 +211,22 @@ def test_multilabel_cells_datalist_and_network_outputs(tmp_path):
     study = make_hand_study(tmp_path / "s", unknown)
     cells = generate(study, settings(labels=["Mass", "Nodule"], task=["binary", "multilabel"], seeds=[0, 1]))
     names = [c.name for c in cells]
-    assert names == ["mass__resnet34__r16__s0", "mass__resnet34__r16__s1", "nodule__resnet34__r16__s0",
-                     "nodule__resnet34__r16__s1", "multilabel__resnet34__r16__s0", "multilabel__resnet34__r16__s1"]
+    assert names == [
+        "mass__resnet34__r16__s0",
+        "mass__resnet34__r16__s1",
+        "nodule__resnet34__r16__s0",
+        "nodule__resnet34__r16__s1",
+        "multilabel__resnet34__r16__s0",
+        "multilabel__resnet34__r16__s1",
+    ]
     cell = cells[-1]
-    assert json.loads((cell / "cell.json").read_text()) == {"task": "multilabel", "labels": ["Mass", "Nodule"],
-                                                            "arch": "resnet34", "resolution": 16, "seed": 1}
+    assert json.loads((cell / "cell.json").read_text()) == {
+        "task": "multilabel",
+        "labels": ["Mass", "Nodule"],
+        "arch": "resnet34",
+        "resolution": 16,
+        "seed": 1,
+    }
     assert override(cell)["network_def"]["num_classes"] == 2
     meta = json.loads((cell / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
@@ -194,8 +252,9 @@ def test_masked_loss_is_bce_over_the_known_targets():
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], target[known])
     assert torch.allclose(MaskedBCEWithLogitsLoss()(logits, target), expected)
     binary = torch.randint(0, 2, (6, 1)).float()
-    assert torch.allclose(MaskedBCEWithLogitsLoss()(logits[:, :1], binary),
-                          torch.nn.BCEWithLogitsLoss()(logits[:, :1], binary))
+    assert torch.allclose(
+        MaskedBCEWithLogitsLoss()(logits[:, :1], binary), torch.nn.BCEWithLogitsLoss()(logits[:, :1], binary)
+    )
 
 
 def test_multilabel_sampler_gives_each_rarest_label_and_no_finding_an_equal_share():
@@ -205,14 +264,18 @@ def test_multilabel_sampler_gives_each_rarest_label_and_no_finding_an_equal_shar
     labels[36:42, 1] = 1
     labels[90:, 1] = -1  # unknown: not positive
     epoch = SubsampleSampler(labels, num_samples=60, seed=0).draw(0)
-    groups = [np.isin(epoch, np.arange(36)).sum(), np.isin(epoch, np.arange(36, 42)).sum(),
-              np.isin(epoch, np.arange(42, 100)).sum()]
+    groups = [
+        np.isin(epoch, np.arange(36)).sum(),
+        np.isin(epoch, np.arange(36, 42)).sum(),
+        np.isin(epoch, np.arange(42, 100)).sum(),
+    ]
     assert groups == [20, 20, 20]
     # one label: exactly the binary draw (half positive, half negative), as before
     binary = np.array([1] * 10 + [0] * 90)
     rng = np.random.default_rng([3, 0])
-    expected = rng.permutation(np.concatenate([rng.choice(np.arange(10), 20, replace=True),
-                                               rng.choice(np.arange(10, 100), 21, replace=False)]))
+    expected = rng.permutation(
+        np.concatenate([rng.choice(np.arange(10), 20, replace=True), rng.choice(np.arange(10, 100), 21, replace=False)])
+    )
     assert SubsampleSampler(binary, 41, seed=3).draw(0).tolist() == expected.tolist()
     assert SubsampleSampler(binary[:, None], 41, seed=3).draw(0).tolist() == expected.tolist()
 
@@ -223,13 +286,21 @@ def test_prediction_saver_writes_one_row_per_known_image_and_finding(tmp_path):
     saver = PredictionSaver(str(tmp_path / "p.csv"), datalist_file=str(datalist))
     engine = Engine(lambda e, batch: {"pred": batch["pred"], "label": batch["label"]})
     saver.attach(engine)
-    batch = {"image_id": ["a", "b"], "patient_id": ["p", "q"], "fold": ["val", "test"],
-             "pred": torch.tensor([[0.1, 0.2], [0.3, 0.4]]), "label": torch.tensor([[1.0, -1.0], [0.0, 1.0]])}
+    batch = {
+        "image_id": ["a", "b"],
+        "patient_id": ["p", "q"],
+        "fold": ["val", "test"],
+        "pred": torch.tensor([[0.1, 0.2], [0.3, 0.4]]),
+        "label": torch.tensor([[1.0, -1.0], [0.0, 1.0]]),
+    }
     engine.run([batch], max_epochs=1)
     frame = pd.read_csv(tmp_path / "p.csv")
     assert list(frame.columns) == ["image_id", "patient_id", "fold", "finding", "label", "score"]
-    assert frame[["image_id", "finding", "label"]].values.tolist() == [["a", "Mass", 1], ["b", "Mass", 0],
-                                                                       ["b", "Nodule", 1]]
+    assert frame[["image_id", "finding", "label"]].values.tolist() == [
+        ["a", "Mass", 1],
+        ["b", "Mass", 0],
+        ["b", "Nodule", 1],
+    ]
     assert frame["score"].tolist() == pytest.approx([0.1, 0.3, 0.4])
 
 
@@ -242,14 +313,23 @@ def test_report_puts_multilabel_findings_beside_binary_cells(tmp_path):
     for r in (32, 64):  # the multi-label cell: each finding's rows, shuffled scores of the binary cell's images
         folder = study / "bundles" / f"multilabel__resnet34__r{r}__s0"
         folder.mkdir(parents=True)
-        (folder / "cell.json").write_text(json.dumps({"task": "multilabel", "labels": ["Mass", "Nodule"],
-                                                      "arch": "resnet34", "resolution": r, "seed": 0}))
-        rows = [truth[(lb, "resnet34", r, 0)].assign(finding=lb, score=lambda f: rng.random(len(f)))
-                for lb in ("Mass", "Nodule")]
+        (folder / "cell.json").write_text(
+            json.dumps(
+                {"task": "multilabel", "labels": ["Mass", "Nodule"], "arch": "resnet34", "resolution": r, "seed": 0}
+            )
+        )
+        rows = [
+            truth[(lb, "resnet34", r, 0)].assign(finding=lb, score=lambda f: rng.random(len(f)))
+            for lb in ("Mass", "Nodule")
+        ]
         pd.concat(rows)[["image_id", "patient_id", "fold", "finding", "label", "score"]].to_csv(
-            folder / "predictions.csv", index=False)
-        (folder / "run.json").write_text(json.dumps({"task": "multilabel", "arch": "resnet34", "resolution": r,
-                                                     "seed": 0, "init": {"source": "scratch"}}))
+            folder / "predictions.csv", index=False
+        )
+        (folder / "run.json").write_text(
+            json.dumps(
+                {"task": "multilabel", "arch": "resnet34", "resolution": r, "seed": 0, "init": {"source": "scratch"}}
+            )
+        )
         names.append(folder.name)
     write_study_json(study, ["Mass", "Nodule"], [32, 64], ["resnet34"], [0], cells=names)
     out = make_report(study, tensorboard=False)
@@ -257,15 +337,18 @@ def test_report_puts_multilabel_findings_beside_binary_cells(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert summary.columns[:3].tolist() == ["label", "task", "arch"]
     assert sorted(zip(summary["label"], summary["task"])) == sorted(
-        (lb, t) for lb in ("Mass", "Nodule") for t in ("binary", "multilabel") for _ in (32, 64))
+        (lb, t) for lb in ("Mass", "Nodule") for t in ("binary", "multilabel") for _ in (32, 64)
+    )
     mass = pd.read_csv(study / "bundles/multilabel__resnet34__r64__s0/predictions.csv").query(
-        "finding == 'Mass' and fold == 'test'")
+        "finding == 'Mass' and fold == 'test'"
+    )
     row = summary[(summary["label"] == "Mass") & (summary["task"] == "multilabel") & (summary["resolution"] == 64)]
     assert row["auc"].item() == pytest.approx(roc_auc_score(mass["label"], mass["score"]))
     for name in ("pooled", "verdict", "comparisons"):
         table = pd.read_csv(out / f"{name}.csv")
-        assert set(zip(table["label"], table["task"])) == {(lb, t) for lb in ("Mass", "Nodule")
-                                                           for t in ("binary", "multilabel")}, name
+        assert set(zip(table["label"], table["task"])) == {
+            (lb, t) for lb in ("Mass", "Nodule") for t in ("binary", "multilabel")
+        }, name
     report = (out / "report.md").read_text()
     assert "resnet34 (multilabel)" in report and "Cells finished: 6 of the grid's 6" in report
 
@@ -284,11 +367,19 @@ def test_paper_preset_says_from_scratch_only_without_pretrained(tmp_path):
     densenet.write_bytes(b"x")
     plain = plan_study("paper", study_dir=tmp_path / "a", need_data=False)
     assert describe(plain)[0].endswith("DenseNet121), from scratch")
-    started = plan_study("paper", study_dir=tmp_path / "b", need_data=False,
-                         settings={"pretrained": f"resnet34={resnet},densenet121={densenet}"})
+    started = plan_study(
+        "paper",
+        study_dir=tmp_path / "b",
+        need_data=False,
+        settings={"pretrained": f"resnet34={resnet},densenet121={densenet}"},
+    )
     line = describe(started)[0]
     assert "from scratch" not in line and "fine-tuned from the --pretrained weights of resnet34, densenet121" in line
     assert any(f"resnet34={resnet}" in text for text in describe(started))
     with pytest.raises(CxrError, match="absent.pth for resnet34 not found"):  # before a long prepare
-        plan_study("paper", study_dir=tmp_path / "c", need_data=False,
-                   settings={"pretrained": f"resnet34={tmp_path / 'absent.pth'}"})
+        plan_study(
+            "paper",
+            study_dir=tmp_path / "c",
+            need_data=False,
+            settings={"pretrained": f"resnet34={tmp_path / 'absent.pth'}"},
+        )

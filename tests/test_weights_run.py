@@ -31,8 +31,16 @@ def test_cells_start_from_imagenet_files_and_from_a_cell_and_record_what_loaded(
     files = {"resnet34": tmp_path / "resnet34-b627a593.pth", "densenet121": tmp_path / "densenet121-a639ec97.pth"}
     torch.save(_torchvision_names(_resnet(3, 1000).state_dict()), files["resnet34"])
     torch.save(_torchvision_names(_densenet(3, 1000).state_dict(), legacy=True), files["densenet121"])
-    cells = generate(study, GridSettings(labels=["Mass"], resolutions=[32], archs=["resnet34", "densenet121"],
-                                         pretrained={k: str(v) for k, v in files.items()}, **TINY_GRID))
+    cells = generate(
+        study,
+        GridSettings(
+            labels=["Mass"],
+            resolutions=[32],
+            archs=["resnet34", "densenet121"],
+            pretrained={k: str(v) for k, v in files.items()},
+            **TINY_GRID,
+        ),
+    )
     assert run_cells(study, jobs=1, progress=False).ok
     for cell in cells:
         run = json.loads((cell / "run.json").read_text())
@@ -58,21 +66,36 @@ def test_cells_start_from_imagenet_files_and_from_a_cell_and_record_what_loaded(
     assert (resnet_cell / "models" / "init.json").read_text() == record
 
     # fine-tuning from that cell: every tensor loads, and its ImageNet normalisation carries over
-    (tuned,) = generate(study, GridSettings(labels=["Nodule"], resolutions=[32], **TINY_GRID,
-                                            pretrained={"resnet34": str(resnet_cell / "models" / "model.pt")}))
+    (tuned,) = generate(
+        study,
+        GridSettings(
+            labels=["Nodule"],
+            resolutions=[32],
+            **TINY_GRID,
+            pretrained={"resnet34": str(resnet_cell / "models" / "model.pt")},
+        ),
+    )
     assert run_cells(study, jobs=1, progress=False).ok
     init = json.loads((tuned / "run.json").read_text())["init"]
     assert init["loaded"] == init["total"] and init["skipped"] == [] and init["normalization"] is None
     assert json.loads((tuned / "configs" / "override.json").read_text())["normalize"] == "imagenet"
 
 
-def test_a_users_network_and_a_multilabel_cell_run_under_the_stock_runner_and_reach_the_report(tmp_path,
-                                                                                             monkeypatch):
+def test_a_users_network_and_a_multilabel_cell_run_under_the_stock_runner_and_reach_the_report(tmp_path, monkeypatch):
     study = make_hand_study(tmp_path / "study", labels(unknown=(5, 9)), n_patients=12)
     nets = tmp_path / "nets.json"
     nets.write_text(json.dumps({"tiny": TINY_NET}))
-    cells = generate(study, GridSettings(labels=["Mass", "Nodule"], resolutions=[16], archs=["tiny"],
-                                         arch_file=str(nets), task=["binary", "multilabel"], **TINY_GRID))
+    cells = generate(
+        study,
+        GridSettings(
+            labels=["Mass", "Nodule"],
+            resolutions=[16],
+            archs=["tiny"],
+            arch_file=str(nets),
+            task=["binary", "multilabel"],
+            **TINY_GRID,
+        ),
+    )
     assert [c.name for c in cells] == ["mass__tiny__r16__s0", "nodule__tiny__r16__s0", "multilabel__tiny__r16__s0"]
     assert run_cells(study, jobs=1, progress=False).ok
 
@@ -83,14 +106,18 @@ def test_a_users_network_and_a_multilabel_cell_run_under_the_stock_runner_and_re
     assert run["best_val_auc"] == pytest.approx(sum(per_label) / 2)
     predictions = pd.read_csv(multi / "predictions.csv")
     assert predictions.columns.tolist() == ["image_id", "patient_id", "fold", "finding", "label", "score"]
-    assert not ((predictions["image_id"].isin(["img0005.png", "img0009.png"])) & (predictions["finding"] == "Nodule")
-                ).any()  # unknown for Nodule: no row
+    assert not (
+        (predictions["image_id"].isin(["img0005.png", "img0009.png"])) & (predictions["finding"] == "Nodule")
+    ).any()  # unknown for Nodule: no row
 
     out = make_report(study)
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(zip(summary["label"], summary["task"], summary["arch"])) == [
-        ("Mass", "binary", "tiny"), ("Mass", "multilabel", "tiny"), ("Nodule", "binary", "tiny"),
-        ("Nodule", "multilabel", "tiny")]
+        ("Mass", "binary", "tiny"),
+        ("Mass", "multilabel", "tiny"),
+        ("Nodule", "binary", "tiny"),
+        ("Nodule", "multilabel", "tiny"),
+    ]
     assert (out / "tensorboard" / "multilabel__tiny__r16__s0" / "mass").is_dir()
     assert json.loads((study / "study.json").read_text())["grid"]["networks"] == {"tiny": TINY_NET}
 
@@ -111,5 +138,9 @@ def test_a_users_network_and_a_multilabel_cell_run_under_the_stock_runner_and_re
 
     for cell in (cells[0], multi):
         monkeypatch.chdir(cell)
-        verify_net_in_out(net_id="network_def", meta_file="configs/metadata.json",
-                          config_file=["configs/train.json", "configs/override.json"], device="cpu")
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file="configs/metadata.json",
+            config_file=["configs/train.json", "configs/override.json"],
+            device="cpu",
+        )

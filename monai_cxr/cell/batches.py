@@ -30,8 +30,18 @@ import torch
 from monai_cxr.cell.pretrained import GREY_MEAN, GREY_STD, NORMALIZATIONS
 from monai_cxr.errors import CxrError
 
-__all__ = ["NORMALIZATIONS", "CacheBatchDataset", "DevicePreprocess", "LossAverage", "affine_theta", "affine_warp",
-           "collate_batch", "fixed_stats", "normalize_fixed", "normalize_images"]
+__all__ = [
+    "NORMALIZATIONS",
+    "CacheBatchDataset",
+    "DevicePreprocess",
+    "LossAverage",
+    "affine_theta",
+    "affine_warp",
+    "collate_batch",
+    "fixed_stats",
+    "normalize_fixed",
+    "normalize_images",
+]
 
 _ID_KEYS = ("image_id", "patient_id", "fold")  # carried as lists, when every entry has it
 
@@ -71,8 +81,11 @@ class CacheBatchDataset(torch.utils.data.Dataset):
         self.labels = np.stack(labels) if labels else np.zeros((0, 1), np.float32)
         # numpy object arrays of str: indexed at C speed, .tolist() hands out the same str objects (3x faster than
         # a numpy str array, which makes new ones), and nothing for MONAI's set_rnd to walk item by item
-        self.ids = {key: np.array([str(item[key]) for item in data], dtype=object) for key in _ID_KEYS
-                    if data and all(key in item for item in data)}
+        self.ids = {
+            key: np.array([str(item[key]) for item in data], dtype=object)
+            for key in _ID_KEYS
+            if data and all(key in item for item in data)
+        }
         self._cache: np.ndarray | None = None
         self._pid: int | None = None
 
@@ -90,12 +103,15 @@ class CacheBatchDataset(torch.utils.data.Dataset):
                 raise CxrError(f"resize cache not found: {self.cache_file}")
             cache = np.load(self.cache_file, mmap_mode="r")
             if cache.ndim != 3 or cache.dtype != np.uint8:
-                raise CxrError(f"resize cache {self.cache_file} must be uint8 (N, R, R), "
-                               f"got {cache.dtype} {cache.shape}")
+                raise CxrError(
+                    f"resize cache {self.cache_file} must be uint8 (N, R, R), got {cache.dtype} {cache.shape}"
+                )
             bad = (self.rows < 0) | (self.rows >= len(cache))
             if bad.any():  # checked here once: reads below do not bounds-check
-                raise CxrError(f"datalist row {int(self.rows[bad][0])} is outside the cache's {len(cache)} rows "
-                               f"({self.cache_file})")
+                raise CxrError(
+                    f"datalist row {int(self.rows[bad][0])} is outside the cache's {len(cache)} rows "
+                    f"({self.cache_file})"
+                )
             self._cache, self._pid = np.asarray(cache), os.getpid()  # a plain view: np.memmap indexing costs more
         return self._cache
 
@@ -212,8 +228,9 @@ def affine_theta(angles: torch.Tensor, scales: torch.Tensor, size: Sequence[int]
 def _warp():
     from monai.networks.layers import AffineTransform
 
-    return AffineTransform(normalized=True, mode="bilinear", padding_mode="zeros", align_corners=False,
-                           reverse_indexing=False)
+    return AffineTransform(
+        normalized=True, mode="bilinear", padding_mode="zeros", align_corners=False, reverse_indexing=False
+    )
 
 
 def affine_warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -303,9 +320,18 @@ class DevicePreprocess:
         normalize: ``image`` (per-image z-score) or ``imagenet`` (fixed statistics), see :data:`NORMALIZATIONS`.
     """
 
-    def __init__(self, augment_prob: float = 0.0, rotate_range=0.09, scale_range=0.05, isotropic_scale: bool = False,
-                 flip_prob: float = 0.0, brightness: float = 0.0, contrast: float = 0.0, seed: int = 0,
-                 normalize: str = "image") -> None:
+    def __init__(
+        self,
+        augment_prob: float = 0.0,
+        rotate_range=0.09,
+        scale_range=0.05,
+        isotropic_scale: bool = False,
+        flip_prob: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        seed: int = 0,
+        normalize: str = "image",
+    ) -> None:
         fixed_stats(normalize)  # a one-line error for anything else
         self.normalize = normalize
         self.augment_prob = _prob(augment_prob, "augment_prob")
@@ -336,8 +362,9 @@ class DevicePreprocess:
             self._generator = torch.Generator().manual_seed(seed)
         return self._generator
 
-    def __call__(self, batchdata: Mapping, device: str | torch.device | None = None, non_blocking: bool = False,
-                 **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, batchdata: Mapping, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(images, labels)`` on ``device``; ``kwargs`` (the engines' ``to_kwargs``) apply to the images last."""
         device = torch.device(device) if device is not None else batchdata["image"].device
         image = batchdata["image"]
@@ -364,10 +391,14 @@ class DevicePreprocess:
         scale = torch.stack([1 + a + (b - a) * u[:, 2 + i] for i, (a, b) in enumerate(self.scale)], dim=1)
         if self.isotropic_scale:
             scale[:, 1] = scale[:, 0]
-        return {"angle": lo + (hi - lo) * u[:, 1], "scale": scale,
-                "warp": (u[:, 0] < self.augment_prob).nonzero().reshape(-1),
-                "flip": (u[:, 4] < self.flip_prob).nonzero().reshape(-1),
-                "shift": self.brightness * (2 * u[:, 5] - 1), "gain": 1 + self.contrast * (2 * u[:, 6] - 1)}
+        return {
+            "angle": lo + (hi - lo) * u[:, 1],
+            "scale": scale,
+            "warp": (u[:, 0] < self.augment_prob).nonzero().reshape(-1),
+            "flip": (u[:, 4] < self.flip_prob).nonzero().reshape(-1),
+            "shift": self.brightness * (2 * u[:, 5] - 1),
+            "gain": 1 + self.contrast * (2 * u[:, 6] - 1),
+        }
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """The random augmentation of a normalised ``(B, C, H, W)`` float batch (see the class docstring)."""

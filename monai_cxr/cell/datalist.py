@@ -35,8 +35,9 @@ def build(index, split, label: str) -> dict:
     for row, fold in enumerate(folds):
         key = key_of.get(fold)
         if key and truth[row] in (0, 1):  # -1: unknown for this label, left out
-            out[key].append({"image": row, "label": [int(truth[row])],
-                             "image_id": image_ids[row], "patient_id": patient_ids[row]})
+            out[key].append(
+                {"image": row, "label": [int(truth[row])], "image_id": image_ids[row], "patient_id": patient_ids[row]}
+            )
     return out
 
 
@@ -52,8 +53,9 @@ def build_multilabel(index, split, labels: Sequence[str]) -> dict:
     for row, fold in enumerate(folds):
         key = key_of.get(fold)
         if key and (truth[row] >= 0).any():
-            out[key].append({"image": row, "label": truth[row].tolist(),
-                             "image_id": image_ids[row], "patient_id": patient_ids[row]})
+            out[key].append(
+                {"image": row, "label": truth[row].tolist(), "image_id": image_ids[row], "patient_id": patient_ids[row]}
+            )
     return out
 
 
@@ -63,8 +65,10 @@ def load(path: str | os.PathLike, key: str | Sequence[str] = "training") -> list
     ``test`` may be absent (a datalist made before test folds): it reads as empty.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"datalist {os.fspath(path)!r} not found; run the bundle from its folder "
-                                f"or pass --bundle_root <cell folder>")
+        raise FileNotFoundError(
+            f"datalist {os.fspath(path)!r} not found; run the bundle from its folder "
+            f"or pass --bundle_root <cell folder>"
+        )
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     out = []

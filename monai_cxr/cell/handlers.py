@@ -137,8 +137,14 @@ class PredictionSaver:
         datalist_file: the cell's datalist (read with ``json``); a binary cell's names no findings.
     """
 
-    def __init__(self, filename: str, best_only: bool = False, score_key: str = "pred",
-                 label_key: str = "label", datalist_file: str | None = None) -> None:
+    def __init__(
+        self,
+        filename: str,
+        best_only: bool = False,
+        score_key: str = "pred",
+        label_key: str = "label",
+        datalist_file: str | None = None,
+    ) -> None:
         self.filename = filename
         self.best_only = best_only
         self.score_key = score_key
@@ -184,8 +190,12 @@ class PredictionSaver:
     def by_finding(self, rows: dict[str, list]) -> dict[str, list]:
         """Per-image rows of a multi-label cell as one row per known (image, finding) pair, with ``finding``."""
         labelled = len(rows["label"]) == len(rows["score"])
-        pairs = [(i, j) for i in range(len(rows["score"])) for j in range(len(self.findings))
-                 if not labelled or rows["label"][i][j] >= 0]
+        pairs = [
+            (i, j)
+            for i in range(len(rows["score"]))
+            for j in range(len(self.findings))
+            if not labelled or rows["label"][i][j] >= 0
+        ]
         out = {key: [rows[key][i] for i, _ in pairs] for key in self.ids}
         out["finding"] = [self.findings[j] for _, j in pairs]
         if labelled:
@@ -233,8 +243,15 @@ class TrainingLog:
         progress_bar: show Ignite's ProgressBar instead of lines [default: when stderr is a terminal].
     """
 
-    def __init__(self, evaluator: Engine | None = None, every: int = 0, seconds: float = 30.0,
-                 name: str = "train_loss", world_size: int = 1, progress_bar: bool | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Engine | None = None,
+        every: int = 0,
+        seconds: float = 30.0,
+        name: str = "train_loss",
+        world_size: int = 1,
+        progress_bar: bool | None = None,
+    ) -> None:
         self.evaluator = evaluator
         self.every = int(every)
         self.seconds = float(seconds)
@@ -290,8 +307,10 @@ class TrainingLog:
         self.line_time, self.line_images = now, self.images
         self.postfix = {"loss": loss, "img/s": round(rate, 1)}
         if not self.progress_bar:
-            log.info(f"epoch {engine.state.epoch}/{self.max_epochs}  iteration {self.epoch_n}/{length}  "
-                     f"loss {loss:.4f}  {rate:.1f} img/s  ETA {_clock(eta)}")
+            log.info(
+                f"epoch {engine.state.epoch}/{self.max_epochs}  iteration {self.epoch_n}/{length}  "
+                f"loss {loss:.4f}  {rate:.1f} img/s  ETA {_clock(eta)}"
+            )
 
     def _epoch_completed(self, engine: Engine) -> None:
         seconds = time.perf_counter() - self.epoch_start
@@ -299,18 +318,23 @@ class TrainingLog:
         mean = self.epoch_sum / max(self.epoch_n, 1)
         engine.state.metrics[self.name] = mean
         lr = engine.state.metrics.get("lr")
-        log.info(f"epoch {engine.state.epoch}/{self.max_epochs}: {self.name} {mean:.4f} "
-                 f"(mean of {self.epoch_n} iterations)" + (f", lr {lr:.3g}" if lr is not None else "")
-                 + f", {self.images / max(seconds, 1e-9):.1f} img/s, {seconds:.1f} s")
+        log.info(
+            f"epoch {engine.state.epoch}/{self.max_epochs}: {self.name} {mean:.4f} "
+            f"(mean of {self.epoch_n} iterations)"
+            + (f", lr {lr:.3g}" if lr is not None else "")
+            + f", {self.images / max(seconds, 1e-9):.1f} img/s, {seconds:.1f} s"
+        )
 
     def _validated(self, evaluator: Engine) -> None:
         name = evaluator.state.key_metric_name
         value, se = evaluator.state.metrics.get(name), evaluator.state.metrics.get(f"{name}_se")
         if value is None:
             return
-        log.info(f"epoch {evaluator.state.epoch}/{self.max_epochs}: {name} {value:.4f}"
-                 + (f" ± {se:.4f} (DeLong SE)" if se is not None else "")
-                 + f", best {evaluator.state.best_metric:.4f} at epoch {evaluator.state.best_metric_epoch}")
+        log.info(
+            f"epoch {evaluator.state.epoch}/{self.max_epochs}: {name} {value:.4f}"
+            + (f" ± {se:.4f} (DeLong SE)" if se is not None else "")
+            + f", best {evaluator.state.best_metric:.4f} at epoch {evaluator.state.best_metric_epoch}"
+        )
 
 
 class RunRecorder:
@@ -341,10 +365,20 @@ class RunRecorder:
             number of equal batches, so the images trained on are this process's times it.
     """
 
-    def __init__(self, filename: str, evaluator: Engine, scorer: Engine | None = None, cell_file: str | None = None,
-                 predictions_file: str | None = None, inputs_file: str | None = None,
-                 readme_file: str | None = None, record: dict | None = None,
-                 device: torch.device | str = "cpu", world_size: int = 1, init_file: str | None = None) -> None:
+    def __init__(
+        self,
+        filename: str,
+        evaluator: Engine,
+        scorer: Engine | None = None,
+        cell_file: str | None = None,
+        predictions_file: str | None = None,
+        inputs_file: str | None = None,
+        readme_file: str | None = None,
+        record: dict | None = None,
+        device: torch.device | str = "cpu",
+        world_size: int = 1,
+        init_file: str | None = None,
+    ) -> None:
         self.filename = filename
         self.device = device
         self.world_size = int(world_size)
@@ -378,17 +412,21 @@ class RunRecorder:
 
     def _validated(self, evaluator: Engine) -> None:
         if evaluator.state.best_metric_epoch == evaluator.state.epoch:
-            self.best_metrics = {k: float(v) for k, v in evaluator.state.metrics.items()
-                                 if isinstance(v, (int, float))}
+            self.best_metrics = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
 
     def _started(self, engine: Engine) -> None:
         self.start = time.perf_counter()
 
     def state_dict(self) -> dict:
         """What the record has counted so far (for a resume checkpoint, saved after an epoch)."""
-        return {"epoch": self.epoch, "images": self.images, "loop_seconds": self.loop_seconds,
-                "epoch_rates": list(self.epoch_rates), "best_metrics": dict(self.best_metrics),
-                "seconds": self.earlier_seconds + time.perf_counter() - self.start}
+        return {
+            "epoch": self.epoch,
+            "images": self.images,
+            "loop_seconds": self.loop_seconds,
+            "epoch_rates": list(self.epoch_rates),
+            "best_metrics": dict(self.best_metrics),
+            "seconds": self.earlier_seconds + time.perf_counter() - self.start,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Go on counting from a resume checkpoint's ``state_dict``."""
@@ -423,10 +461,12 @@ class RunRecorder:
             return
         se = out["best_val_auc_se"]
         auc = f"Validation AUC **{out['best_val_auc']:.4f}**" + (f" ± {se:.4f} (DeLong SE)" if se is not None else "")
-        body = (f"{auc}, best of {out['epochs']} epochs at epoch {out['best_epoch']}: that checkpoint is "
-                f"`models/model.pt`, and its scores of the validation and test images are in `predictions.csv`. "
-                f"Trained on {out['device']} in {out['train_seconds']:.0f} s "
-                f"({out['images_per_s'] or 0:.0f} images/s). `run.json` holds the whole record.")
+        body = (
+            f"{auc}, best of {out['epochs']} epochs at epoch {out['best_epoch']}: that checkpoint is "
+            f"`models/model.pt`, and its scores of the validation and test images are in `predictions.csv`. "
+            f"Trained on {out['device']} in {out['train_seconds']:.0f} s "
+            f"({out['images_per_s'] or 0:.0f} images/s). `run.json` holds the whole record."
+        )
         text = Path(self.readme_file).read_text(encoding="utf-8")
         write_text(self.readme_file, with_result(text, body))
 

@@ -43,9 +43,24 @@ from monai_cxr.fileio import write_csv
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUFFIXES", "AreaResize", "AreaResized", "ImageDataset", "LoadRadiograph", "LoadRadiographd",
-           "MakeSquare", "MakeSquared", "NormalizeRadiographd", "ProgressOnTerminal", "ScoreSaver", "find_images", "predict", "read_radiograph",
-           "require_images", "user_error"]
+__all__ = [
+    "SUFFIXES",
+    "AreaResize",
+    "AreaResized",
+    "ImageDataset",
+    "LoadRadiograph",
+    "LoadRadiographd",
+    "MakeSquare",
+    "MakeSquared",
+    "NormalizeRadiographd",
+    "ProgressOnTerminal",
+    "ScoreSaver",
+    "find_images",
+    "predict",
+    "read_radiograph",
+    "require_images",
+    "user_error",
+]
 
 # What a folder is searched for (files without one of these are still taken when they are DICOM)
 SUFFIXES = (*IMAGE_SUFFIXES, *DICOM_SUFFIXES)
@@ -107,8 +122,10 @@ class AreaResize(Transform):
     def __call__(self, img: np.ndarray) -> np.ndarray:
         square = _channel(img, "AreaResize")
         if square.shape[0] < self.size:
-            raise CxrError(f"the image is {square.shape[0]} px after making it square, smaller than the "
-                           f"{self.size} px this cell was trained at")
+            raise CxrError(
+                f"the image is {square.shape[0]} px after making it square, smaller than the "
+                f"{self.size} px this cell was trained at"
+            )
         return area_resize(square, [self.size])[self.size][None]
 
 
@@ -195,9 +212,10 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike], allow_e
         path = Path(item)
         if path.is_dir():
             files = _folder(path)
-            named = [(f, f.relative_to(path).as_posix() if single else os.path.join(os.fspath(item),
-                                                                                     f.relative_to(path)))
-                     for f in files]
+            named = [
+                (f, f.relative_to(path).as_posix() if single else os.path.join(os.fspath(item), f.relative_to(path)))
+                for f in files
+            ]
         elif path.is_file():
             named = [(path, os.fspath(item))]
         else:
@@ -293,8 +311,13 @@ class ScoreSaver:
         datalist_file: the cell's ``datalist.json`` (read with ``json``), for the names of k findings.
     """
 
-    def __init__(self, filename: str | os.PathLike, name_key: str = "name", score_key: str = "pred",
-                 datalist_file: str | None = None) -> None:
+    def __init__(
+        self,
+        filename: str | os.PathLike,
+        name_key: str = "name",
+        score_key: str = "pred",
+        datalist_file: str | None = None,
+    ) -> None:
         self.filename = filename
         self.name_key = name_key
         self.score_key = score_key
@@ -330,8 +353,13 @@ class ScoreSaver:
         else:
             findings = findings_of(self.datalist_file)
             findings = findings if findings and len(findings) == k else [f"output{j}" for j in range(k)]
-            frame = pd.DataFrame({"image": [n for n in self.names for _ in range(k)],
-                                  "finding": findings * len(self.names), "score": [v for s in self.scores for v in s]})
+            frame = pd.DataFrame(
+                {
+                    "image": [n for n in self.names for _ in range(k)],
+                    "finding": findings * len(self.names),
+                    "score": [v for s in self.scores for v in s],
+                }
+            )
         write_csv(self.filename, frame)
         for _, error in self.skipped:
             log.warning(f"skipped: {error}")
@@ -373,9 +401,14 @@ def _device(device: str | torch.device | None) -> torch.device | None:
     return device
 
 
-def predict(cell_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
-            batch_size: int | None = None, device: str | torch.device | None = None,
-            skip_bad: bool = False) -> ScoreSaver:
+def predict(
+    cell_dir: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    skip_bad: bool = False,
+) -> ScoreSaver:
     """Score image files and folders with the cell's ``configs/inference.json``; write ``image, score`` to ``out``.
 
     It runs the bundle's own config (what the stock runner runs), so both give the same scores. The user's
@@ -392,8 +425,12 @@ def predict(cell_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], ou
     root = os.fspath(cell_dir.resolve())
     if "#" in root:  # a string that the parser reads, and it rewrites '#'
         raise CxrError(f"cell path {root!r} contains '#', which MONAI configs rewrite to '::'; move the study")
-    overrides = {"bundle_root": root, "dataset_dir": tuple(Path(p) for p in inputs), "scores_file": Path(out),
-                 "skip_bad": bool(skip_bad)}
+    overrides = {
+        "bundle_root": root,
+        "dataset_dir": tuple(Path(p) for p in inputs),
+        "scores_file": Path(out),
+        "skip_bad": bool(skip_bad),
+    }
     if batch_size is not None:
         overrides["batch_size"] = int(batch_size)
     device = _device(device)

@@ -113,8 +113,7 @@ class DeLongAUC(IgniteMetricHandler):
     """
 
     def __init__(self, level: float = 0.95, output_transform: Callable = lambda x: x) -> None:
-        super().__init__(metric_fn=DeLongAUCMetric(level=level), output_transform=output_transform,
-                         save_details=False)
+        super().__init__(metric_fn=DeLongAUCMetric(level=level), output_transform=output_transform, save_details=False)
         self._results: list[DeLongResult] = []
 
     def compute(self) -> float:

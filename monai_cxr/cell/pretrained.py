@@ -242,8 +242,9 @@ def load_pretrained(network, path: str | None, min_fraction: float = 0.9):
     return network, record
 
 
-def pretrained_network(network, path: str | None = None, record_file: str | None = None, min_fraction: float = 0.9,
-                       root: str | None = None):
+def pretrained_network(
+    network, path: str | None = None, record_file: str | None = None, min_fraction: float = 0.9, root: str | None = None
+):
     """Bundle-facing: load ``path`` into ``network`` (scratch when empty) and write the record to ``record_file``.
 
     A relative ``path`` is relative to ``root`` (the bundle's ``bundle_root``: a study's own cells are named

@@ -107,8 +107,10 @@ class RandomStates:
     def load_state_dict(self, state: dict) -> None:
         owned = self.owned()
         if len(owned) != len(state["owned"]):
-            raise RuntimeError(f"the resume checkpoint holds {len(state['owned'])} random streams of the data path, "
-                               f"this run has {len(owned)}")
+            raise RuntimeError(
+                f"the resume checkpoint holds {len(state['owned'])} random streams of the data path, "
+                f"this run has {len(owned)}"
+            )
         random.setstate(state["python"])
         np.random.set_state(_mt19937(state["numpy"], np.ndarray))  # noqa: NPY002
         torch.set_rng_state(state["torch"])
@@ -172,8 +174,8 @@ class ResumeCheckpoint:
     ``objects`` (network, optimiser, learning-rate schedule, the key-metric ``CheckpointSaver``
     and the ``RunRecorder``: anything with ``state_dict``), the evaluator's best metric and
     epoch, the sampler and ``prepare_batch`` (where they have ``state_dict``), the AMP grad
-    scaler and every rank's random streams (:class:`RandomStates`). The file is removed once the run has finished (``run.json`` is
-    written): a finished cell is never resumed.
+    scaler and every rank's random streams (:class:`RandomStates`). The file is removed once the run
+    has finished (``run.json`` is written): a finished cell is never resumed.
 
     When the trainer starts and the file exists, it is loaded and training goes on at the next
     epoch ("resuming from epoch N" in the log). The name holds
@@ -194,16 +196,27 @@ class ResumeCheckpoint:
         world_size: processes training together.
     """
 
-    def __init__(self, bundle_root: str, objects: dict, evaluator: Engine, scorer: Engine | None = None,
-                 settings: dict | None = None, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        bundle_root: str,
+        objects: dict,
+        evaluator: Engine,
+        scorer: Engine | None = None,
+        settings: dict | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.bundle_root = Path(bundle_root)
         self.path = resume_file(bundle_root, world_size)
         self.fingerprint = resume_fingerprint(bundle_root, world_size)
         self.settings = dict(settings or {})
         self.rank, self.world_size = int(rank), int(world_size)
         self.evaluator, self.scorer = evaluator, scorer
-        self.objects = {name: _KeyMetricSaver(obj) if hasattr(obj, "_key_metric_checkpoint") else obj
-                        for name, obj in objects.items() if obj is not None}
+        self.objects = {
+            name: _KeyMetricSaver(obj) if hasattr(obj, "_key_metric_checkpoint") else obj
+            for name, obj in objects.items()
+            if obj is not None
+        }
         self.off = {name for name, obj in objects.items() if obj is None}  # rank 0's only: loaded there
         for name, obj in self.objects.items():
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
@@ -212,8 +225,11 @@ class ResumeCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         self.trainer = engine
-        self.random = RandomStates(getattr(engine, "data_loader", None), getattr(engine, "prepare_batch", None),
-                                   getattr(engine, "inferer", None))
+        self.random = RandomStates(
+            getattr(engine, "data_loader", None),
+            getattr(engine, "prepare_batch", None),
+            getattr(engine, "inferer", None),
+        )
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
         # after the run record, which registers the same event first
@@ -223,8 +239,10 @@ class ResumeCheckpoint:
         """The objects saved, by name: those given plus the trainer, its grad scaler and, where they have a
         ``state_dict``, its sampler and ``prepare_batch`` (device-side augmentation with its own generator)."""
         out = {"trainer": self.trainer, **self.objects}
-        parts = {"sampler": getattr(getattr(self.trainer, "data_loader", None), "sampler", None),
-                 "prepare_batch": getattr(self.trainer, "prepare_batch", None)}
+        parts = {
+            "sampler": getattr(getattr(self.trainer, "data_loader", None), "sampler", None),
+            "prepare_batch": getattr(self.trainer, "prepare_batch", None),
+        }
         for name, part in parts.items():
             if hasattr(part, "state_dict") and hasattr(part, "load_state_dict"):
                 out[name] = part
@@ -243,15 +261,21 @@ class ResumeCheckpoint:
         if not isinstance(checkpoint, dict) or checkpoint.get("fingerprint") != self.fingerprint:
             return "it was written for other configs, data or number of processes"
         if checkpoint.get("settings") != self.settings:
-            changed = sorted(k for k in {**checkpoint.get("settings", {}), **self.settings}
-                             if checkpoint.get("settings", {}).get(k) != self.settings.get(k))
+            changed = sorted(
+                k
+                for k in {**checkpoint.get("settings", {}), **self.settings}
+                if checkpoint.get("settings", {}).get(k) != self.settings.get(k)
+            )
             return f"it was written with other settings ({', '.join(changed)})"
         missing = [name for name in checkpoint.get("files", []) if not (self.bundle_root / name).is_file()]
         if missing:
             return f"the checkpoint it selected, {missing[0]}, is missing"
         streams = checkpoint.get("random", [])
-        if (set(checkpoint.get("objects", {})) - self.off != set(self._stateful()) or len(streams) != self.world_size
-                or len(streams[self.rank]["owned"]) != len(self.random.owned())):
+        if (
+            set(checkpoint.get("objects", {})) - self.off != set(self._stateful())
+            or len(streams) != self.world_size
+            or len(streams[self.rank]["owned"]) != len(self.random.owned())
+        ):
             return "it holds other parts of the training state than this run has"
         return None
 
@@ -276,8 +300,10 @@ class ResumeCheckpoint:
             threads = checkpoint.get("torch_threads")
             log.info(f"resuming from epoch {engine.state.epoch} of {engine.state.max_epochs} (models/{self.path.name})")
             if threads != torch.get_num_threads():
-                log.info(f"note: the epochs so far ran with {threads} threads, this run has {torch.get_num_threads()}: "
-                         f"its numbers may differ slightly from an uninterrupted run")
+                log.info(
+                    f"note: the epochs so far ran with {threads} threads, this run has {torch.get_num_threads()}: "
+                    f"its numbers may differ slightly from an uninterrupted run"
+                )
 
     def save(self, engine: Engine) -> None:
         random_states = _gather(self.random.state_dict(), self.world_size)  # every rank takes part
@@ -288,10 +314,20 @@ class ResumeCheckpoint:
             if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
                 obj = obj.module  # the bare network, as Ignite's Checkpoint saves it
             objects[name] = obj.state_dict()
-        files = [os.path.relpath(path, self.bundle_root) for saver in self.objects.values()
-                 if isinstance(saver, _KeyMetricSaver) for path in saver.files()]
-        checkpoint = {"fingerprint": self.fingerprint, "settings": self.settings, "objects": objects,
-                      "files": files, "random": random_states, "torch_threads": torch.get_num_threads()}
+        files = [
+            os.path.relpath(path, self.bundle_root)
+            for saver in self.objects.values()
+            if isinstance(saver, _KeyMetricSaver)
+            for path in saver.files()
+        ]
+        checkpoint = {
+            "fingerprint": self.fingerprint,
+            "settings": self.settings,
+            "objects": objects,
+            "files": files,
+            "random": random_states,
+            "torch_threads": torch.get_num_threads(),
+        }
         atomic_write(self.path, lambda tmp: torch.save(checkpoint, tmp))
 
     def finished(self, engine: Engine) -> None:

@@ -48,8 +48,15 @@ class SubsampleSampler(Sampler[int]):
         rank: this process's share [default: its rank, else 0].
     """
 
-    def __init__(self, labels: Sequence[int], num_samples: int = 0, balanced: bool = True, seed: int = 0,
-                 num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        labels: Sequence[int],
+        num_samples: int = 0,
+        balanced: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
 
         labels = np.asarray(labels).astype(int)
         self.labels = labels.reshape(len(labels), -1)
@@ -58,8 +65,9 @@ class SubsampleSampler(Sampler[int]):
         self.seed = int(seed)
         self.epoch = 0
         distributed = dist.is_available() and dist.is_initialized()
-        self.num_replicas = int(num_replicas if num_replicas is not None else
-                                dist.get_world_size() if distributed else 1)
+        self.num_replicas = int(
+            num_replicas if num_replicas is not None else dist.get_world_size() if distributed else 1
+        )
         self.rank = int(rank if rank is not None else dist.get_rank() if distributed else 0)
         if self.num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
@@ -105,6 +113,6 @@ class SubsampleSampler(Sampler[int]):
         self.epoch = int(state["epoch"])
 
     def __iter__(self) -> Iterator[int]:
-        indices = self.draw(self.epoch)[self.rank::self.num_replicas][:len(self)]
+        indices = self.draw(self.epoch)[self.rank :: self.num_replicas][: len(self)]
         self.epoch += 1
         return iter(indices.tolist())

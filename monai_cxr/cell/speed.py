@@ -14,6 +14,7 @@ from monai_cxr.grid.settings import amp_mode
 
 __all__ = ["SpeedOptions"]
 
+
 class SpeedOptions:
     """The speed options of one run, resolved against ``device``.
 
@@ -26,19 +27,34 @@ class SpeedOptions:
         num_workers: DataLoader worker processes (honoured on any device).
     """
 
-    def __init__(self, device, amp="off", channels_last: bool = False, cudnn_benchmark: bool = False,
-                 pin_memory: bool = False, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        device,
+        amp="off",
+        channels_last: bool = False,
+        cudnn_benchmark: bool = False,
+        pin_memory: bool = False,
+        num_workers: int = 0,
+    ) -> None:
         device = torch.device(device)
         cuda = device.type == "cuda" and torch.cuda.is_available()
-        self.requested = {"amp": amp_mode(amp), "channels_last": bool(channels_last),
-                          "cudnn_benchmark": bool(cudnn_benchmark), "pin_memory": bool(pin_memory),
-                          "num_workers": int(num_workers)}
+        self.requested = {
+            "amp": amp_mode(amp),
+            "channels_last": bool(channels_last),
+            "cudnn_benchmark": bool(cudnn_benchmark),
+            "pin_memory": bool(pin_memory),
+            "num_workers": int(num_workers),
+        }
         mode = self.requested["amp"] if cuda else "off"
         if mode == "bf16" and not torch.cuda.is_bf16_supported():
             mode = "fp16"
-        self.effective = {"amp": mode, "channels_last": cuda and bool(channels_last),
-                          "cudnn_benchmark": cuda and bool(cudnn_benchmark), "pin_memory": cuda and bool(pin_memory),
-                          "num_workers": int(num_workers)}
+        self.effective = {
+            "amp": mode,
+            "channels_last": cuda and bool(channels_last),
+            "cudnn_benchmark": cuda and bool(cudnn_benchmark),
+            "pin_memory": cuda and bool(pin_memory),
+            "num_workers": int(num_workers),
+        }
 
     @property
     def amp(self) -> bool:

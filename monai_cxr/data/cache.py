@@ -125,9 +125,11 @@ def check_space(cache_dir: Path, n: int, create: list[int], reclaim: list[Path])
         return
     available = _free_bytes(cache_dir) + sum(_allocated(p) for p in reclaim)
     if need > available:
-        raise CxrError(f"not enough free space for the resize cache in {cache_dir}: {', '.join(map(str, create))} px "
-                       f"for {n} images need {_gb(need)}, {_gb(available)} available; free space, cache fewer "
-                       f"--resolutions, or use a --study-dir on a larger disk")
+        raise CxrError(
+            f"not enough free space for the resize cache in {cache_dir}: {', '.join(map(str, create))} px "
+            f"for {n} images need {_gb(need)}, {_gb(available)} available; free space, cache fewer "
+            f"--resolutions, or use a --study-dir on a larger disk"
+        )
 
 
 def allocate(path: Path, n: int, resolution: int) -> None:
@@ -145,13 +147,22 @@ def allocate(path: Path, n: int, resolution: int) -> None:
     except OSError as exc:
         path.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CxrError(f"disk full while allocating {path} ({_gb(_size(n, resolution))}): {exc.strerror}; "
-                           f"free space and rerun prepare (finished resolutions are kept)") from None
+            raise CxrError(
+                f"disk full while allocating {path} ({_gb(_size(n, resolution))}): {exc.strerror}; "
+                f"free space and rerun prepare (finished resolutions are kept)"
+            ) from None
         raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
-def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, square: str = "pad",
-                workers: int = 0, progress: bool = True, images=None) -> dict:
+def build_cache(
+    index: pd.DataFrame,
+    cache_dir: str | os.PathLike,
+    resolutions,
+    square: str = "pad",
+    workers: int = 0,
+    progress: bool = True,
+    images=None,
+) -> dict:
     """Build (or finish, or reuse) the cache for ``index`` at ``resolutions``; return the manifest.
 
     ``images`` is the image source of the index rows (default: the index's image files).
@@ -171,8 +182,11 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
     if todo:
         images.check(todo)  # fail fast on a too-small or unreadable source, before anything changes
     building = {} if rebuild else (manifest.get("building") or {})
-    resume = (building.get("resolutions") == todo and building.get("chunk") == CHUNK
-              and all(cache_file(cache_dir, r).is_file() for r in todo))
+    resume = (
+        building.get("resolutions") == todo
+        and building.get("chunk") == CHUNK
+        and all(cache_file(cache_dir, r).is_file() for r in todo)
+    )
     if not resume:
         old = sorted(cache_dir.glob("r*.npy")) if rebuild else [cache_file(cache_dir, r) for r in todo]
         check_space(cache_dir, n, todo, old)
@@ -182,8 +196,14 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
             log.info("cache: inputs changed, rebuilding")
         for old in cache_dir.glob("r*.npy"):
             old.unlink()
-        manifest = {"format": FORMAT, "fingerprint": fp, "square": square, "n_images": n,
-                    "complete": [], "building": None}
+        manifest = {
+            "format": FORMAT,
+            "fingerprint": fp,
+            "square": square,
+            "n_images": n,
+            "complete": [],
+            "building": None,
+        }
         write_json(cache_dir / "manifest.json", manifest)  # never lists deleted arrays
     if not todo:
         log.info(f"cache: {', '.join(map(str, resolutions))} px up to date ({n} images)")
@@ -209,8 +229,11 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
     manifest["building"] = building
     done = set(building["done"])
     n_chunks = (n + CHUNK - 1) // CHUNK
-    jobs = [(c, c * CHUNK, min(n, (c + 1) * CHUNK), images.take(c * CHUNK, min(n, (c + 1) * CHUNK)),
-             todo, str(cache_dir)) for c in range(n_chunks) if c not in done]
+    jobs = [
+        (c, c * CHUNK, min(n, (c + 1) * CHUNK), images.take(c * CHUNK, min(n, (c + 1) * CHUNK)), todo, str(cache_dir))
+        for c in range(n_chunks)
+        if c not in done
+    ]
     if done:
         log.info(f"cache: resuming, {len(done)} of {n_chunks} chunks already built")
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs))) if images.parallel else 1
@@ -223,8 +246,14 @@ def build_cache(index: pd.DataFrame, cache_dir: str | os.PathLike, resolutions, 
             write_json(cache_dir / "manifest.json", manifest)
             last[0] = time.monotonic()
 
-    bar = progress_bar(total=n, initial=min(n, len(done) * CHUNK), unit="img", enabled=progress,
-               desc=f"cache {'/'.join(map(str, todo))} px", leave=False)
+    bar = progress_bar(
+        total=n,
+        initial=min(n, len(done) * CHUNK),
+        unit="img",
+        enabled=progress,
+        desc=f"cache {'/'.join(map(str, todo))} px",
+        leave=False,
+    )
     pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
     finished = pool.imap_unordered(_build_chunk, jobs) if pool else map(_build_chunk, jobs)
     try:
@@ -257,6 +286,8 @@ def open_cache(cache_dir: str | os.PathLike, resolution: int) -> np.ndarray:
     complete = complete_resolutions(cache_dir)
     if int(resolution) not in complete:
         have = ", ".join(map(str, complete)) or "none"
-        raise CxrError(f"resolution {resolution} is not in the cache {cache_dir} (complete: {have}); "
-                       f"run `monai-cxr prepare --resolutions ...` with it")
+        raise CxrError(
+            f"resolution {resolution} is not in the cache {cache_dir} (complete: {have}); "
+            f"run `monai-cxr prepare --resolutions ...` with it"
+        )
     return np.load(cache_file(cache_dir, resolution), mmap_mode="r")

@@ -62,7 +62,9 @@ def read_image(path: str) -> Image.Image:
     except CxrError:
         raise
     except Exception as exc:  # any decoder failure (PIL, zlib, nibabel) is a bad file
-        raise CxrError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise CxrError(
+            f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 def make_square(img: Image.Image, policy: str = "pad") -> Image.Image:
@@ -86,8 +88,10 @@ def resized(path: str, resolutions, policy: str = "pad") -> dict[int, np.ndarray
     side = img.size[0]
     too_big = [r for r in resolutions if r > side]
     if too_big:
-        raise CxrError(f"resolution {max(too_big)} exceeds the source size of {path} "
-                       f"({side} px after making it square); use resolutions <= {side}")
+        raise CxrError(
+            f"resolution {max(too_big)} exceeds the source size of {path} "
+            f"({side} px after making it square); use resolutions <= {side}"
+        )
     return area_resize(np.asarray(img), resolutions)
 
 
@@ -102,7 +106,7 @@ class FileImages:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def take(self, start: int, stop: int) -> "FileImages":
+    def take(self, start: int, stop: int) -> FileImages:
         return FileImages(self.paths[start:stop], self.square)
 
     def origin(self, resolution: int) -> str:

@@ -69,8 +69,7 @@ def fold_counts(index: pd.DataFrame, folds: pd.DataFrame, label: str) -> dict[st
     return out
 
 
-def empty_folds(index: pd.DataFrame, folds: pd.DataFrame, label: str,
-                needed=("train", "val")) -> list[str]:
+def empty_folds(index: pd.DataFrame, folds: pd.DataFrame, label: str, needed=("train", "val")) -> list[str]:
     """The folds of ``needed`` where ``label`` has no positive or no negative image."""
     counts = fold_counts(index, folds, label)
     return [f for f in needed if min(counts.get(f, (0, 0))) == 0]
@@ -81,7 +80,10 @@ def require_positives(index: pd.DataFrame, folds: pd.DataFrame, label: str, need
     bad = empty_folds(index, folds, label, needed)
     if bad:
         counts = fold_counts(index, folds, label)
-        detail = "; ".join(f"{f} {counts.get(f, (0, 0))[0]} positive / {counts.get(f, (0, 0))[1]} negative"
-                           for f in needed)
-        raise CxrError(f"label {label!r} has no {'positive' if counts.get(bad[0], (0, 0))[0] == 0 else 'negative'} "
-                       f"image in the {bad[0]} fold ({detail}); choose another label, seed or split")
+        detail = "; ".join(
+            f"{f} {counts.get(f, (0, 0))[0]} positive / {counts.get(f, (0, 0))[1]} negative" for f in needed
+        )
+        raise CxrError(
+            f"label {label!r} has no {'positive' if counts.get(bad[0], (0, 0))[0] == 0 else 'negative'} "
+            f"image in the {bad[0]} fold ({detail}); choose another label, seed or split"
+        )

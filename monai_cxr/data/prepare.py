@@ -47,20 +47,29 @@ def _check_options(source, opts: Options) -> None:
     if opts.uncertain is not None and "uncertain" not in source.options:
         raise CxrError(f"--uncertain applies to --dataset chexpert, not {source.name}")
     if opts.table is not None and "table" not in source.options:
-        given = [f"--{k.replace('_', '-')}" for k in ("table", "label_cols", "view_col", "id_col")
-                 if getattr(opts.table, k)]
+        given = [
+            f"--{k.replace('_', '-')}" for k in ("table", "label_cols", "view_col", "id_col") if getattr(opts.table, k)
+        ]
         if given:
             raise CxrError(f"{given[0]} applies to --dataset csv, not {source.name}")
 
 
-def make_split(source, opts: Options, index: pd.DataFrame, split: str, val_fraction: float,
-               seed: int, test_fraction: float | None = None) -> pd.DataFrame:
+def make_split(
+    source,
+    opts: Options,
+    index: pd.DataFrame,
+    split: str,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float | None = None,
+) -> pd.DataFrame:
     """The folds: patients drawn at random (seeded), or the release's own split."""
     if split == "random":
         if source.default_split == "official" and hasattr(source, "random_split_error"):
             raise CxrError(source.random_split_error())
-        return patient_split(index, val_fraction, seed, test_fraction=TEST_FRACTION if test_fraction is None
-                             else test_fraction)
+        return patient_split(
+            index, val_fraction, seed, test_fraction=TEST_FRACTION if test_fraction is None else test_fraction
+        )
     if split != "official":
         raise CxrError(f"split policy {split!r} is not one of random, official")
     return source.official_split(opts, index, val_fraction, seed)
@@ -72,15 +81,30 @@ def _check_outside(study_dir: Path, data_dir: Path | None) -> None:
         return
     study = study_dir.resolve()
     if study == data_dir or data_dir in study.parents:
-        raise CxrError(f"--study-dir {study} is inside --data-dir {data_dir}; monai-cxr never writes into a "
-                       f"dataset, so choose a study directory outside it")
+        raise CxrError(
+            f"--study-dir {study} is inside --data-dir {data_dir}; monai-cxr never writes into a "
+            f"dataset, so choose a study directory outside it"
+        )
 
 
-def prepare(dataset: str, data_dir, study_dir, resolutions, split: str | None = None,
-            val_fraction: float = VAL_FRACTION, seed: int = 0, view: str | None = None, drop_missing: bool = False,
-            cache: bool = True, square: str = "pad", workers: int = 0,
-            progress: bool = True, uncertain: str | None = None, table: TableOptions | None = None,
-            test_fraction: float | None = None) -> Path:
+def prepare(
+    dataset: str,
+    data_dir,
+    study_dir,
+    resolutions,
+    split: str | None = None,
+    val_fraction: float = VAL_FRACTION,
+    seed: int = 0,
+    view: str | None = None,
+    drop_missing: bool = False,
+    cache: bool = True,
+    square: str = "pad",
+    workers: int = 0,
+    progress: bool = True,
+    uncertain: str | None = None,
+    table: TableOptions | None = None,
+    test_fraction: float | None = None,
+) -> Path:
     """Index a source, split it by patient and build the cache under ``study_dir/data``.
 
     ``view`` and ``split`` default per source (its ``default_view`` and ``default_split``).
@@ -93,10 +117,13 @@ def prepare(dataset: str, data_dir, study_dir, resolutions, split: str | None = 
         raise CxrError(f"view {view!r} is not one of {', '.join(VIEWS)}")
     split = split or source.default_split
     if split == "official" and test_fraction is not None:
-        raise CxrError(f"--test-fraction applies to --split random; --split official keeps the test images of "
-                       f"the {dataset} release (if it has any)")
-    check_fractions(val_fraction, TEST_FRACTION if test_fraction is None and split == "random"
-                    else (test_fraction or 0.0))
+        raise CxrError(
+            f"--test-fraction applies to --split random; --split official keeps the test images of "
+            f"the {dataset} release (if it has any)"
+        )
+    check_fractions(
+        val_fraction, TEST_FRACTION if test_fraction is None and split == "random" else (test_fraction or 0.0)
+    )
     if cache:  # before anything is written: a failed prepare leaves the study as it was
         resolutions = check_settings(resolutions, square)
     data_dir = Path(data_dir).resolve() if data_dir is not None else None
@@ -113,31 +140,57 @@ def prepare(dataset: str, data_dir, study_dir, resolutions, split: str | None = 
             require_positives(index, folds, label)
 
     data_path = study_dir / "data"
-    settings = {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir), "view": view,
-                "split": split, "val_fraction": val_fraction,
-                "test_fraction": (TEST_FRACTION if test_fraction is None else test_fraction)
-                if split == "random" else None,
-                "seed": seed, "square": square,
-                "resolutions": list(resolutions) if cache else [], "n_images": len(index),
-                "n_patients": int(index["patient_id"].nunique()), "labels": labels,
-                **data.settings, "notes": data.notes}
+    settings = {
+        "dataset": dataset,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "view": view,
+        "split": split,
+        "val_fraction": val_fraction,
+        "test_fraction": (TEST_FRACTION if test_fraction is None else test_fraction) if split == "random" else None,
+        "seed": seed,
+        "square": square,
+        "resolutions": list(resolutions) if cache else [],
+        "n_images": len(index),
+        "n_patients": int(index["patient_id"].nunique()),
+        "labels": labels,
+        **data.settings,
+        "notes": data.notes,
+    }
     synthetic = data_dir is not None and (data_dir / "PHANTOM.md").is_file()
     counts = folds.groupby("fold")["patient_id"].agg(["size", "nunique"])
     log.info(f"indexed {len(index)} images of {settings['n_patients']} patients")
-    log.info("split: " + "; ".join(f"{f} {int(counts.loc[f, 'size'])} images / "
-                               f"{int(counts.loc[f, 'nunique'])} patients"
-                               for f in ("train", "val", "test") if f in counts.index))
+    log.info(
+        "split: "
+        + "; ".join(
+            f"{f} {int(counts.loc[f, 'size'])} images / {int(counts.loc[f, 'nunique'])} patients"
+            for f in ("train", "val", "test")
+            if f in counts.index
+        )
+    )
     for note in data.notes:
         log.info(f"note: {note}")
     unusable = [label for label in labels if empty_folds(index, folds, label)]
     if unusable:  # one line: a phantom or a small subset leaves many labels without positives
-        log.info(f"note: {len(unusable)} label(s) lack positives or negatives in the train or val fold and "
-             f"cannot be studied: {', '.join(unusable)}")
+        log.info(
+            f"note: {len(unusable)} label(s) lack positives or negatives in the train or val fold and "
+            f"cannot be studied: {', '.join(unusable)}"
+        )
     if cache:  # checks the free space first; resumable; the tables below are written only after it
-        build_cache(index, data_path / "cache", resolutions, square=square, workers=workers,
-                    progress=progress, images=data.images)
-    atomic_writes({data_path / "index.csv": lambda tmp: index.to_csv(tmp, index=False),
-                   data_path / "split.csv": lambda tmp: folds.to_csv(tmp, index=False)})
+        build_cache(
+            index,
+            data_path / "cache",
+            resolutions,
+            square=square,
+            workers=workers,
+            progress=progress,
+            images=data.images,
+        )
+    atomic_writes(
+        {
+            data_path / "index.csv": lambda tmp: index.to_csv(tmp, index=False),
+            data_path / "split.csv": lambda tmp: folds.to_csv(tmp, index=False),
+        }
+    )
     settings["fingerprint"] = data_fingerprint(study_dir)
     update_study(study_dir, data=settings, synthetic=synthetic)
     log.info(f"wrote {data_path / 'index.csv'} and {data_path / 'split.csv'}")

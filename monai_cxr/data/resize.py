@@ -123,7 +123,7 @@ def area_resize(square: np.ndarray, sizes) -> dict[int, np.ndarray]:
             for dtype, rows, parts in _plan(side, todo):
                 stacked = rows @ square.astype(dtype)  # (sum of sizes, S): each size's rows pass
                 for start, size, g, period, out_period, chunks in parts:
-                    block = stacked[start:start + size].reshape(size * g, period)  # a view: period by period
+                    block = stacked[start : start + size].reshape(size * g, period)  # a view: period by period
                     total = np.empty((size * g, out_period), dtype)
                     for j0, j1, k0, k1, weights in chunks:
                         np.matmul(block[:, k0:k1], weights, out=total[:, j0:j1])

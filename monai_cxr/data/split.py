@@ -26,13 +26,17 @@ TEST_FRACTION = 0.2
 def check_fractions(val_fraction: float, test_fraction: float = 0.0) -> None:
     """One line unless 0 < val < 1, 0 <= test < 1 and val + test < 1 (train needs patients too)."""
     if not (isinstance(val_fraction, (int, float)) and 0.0 < val_fraction < 1.0):
-        raise CxrError(f"val fraction {val_fraction!r} is not between 0 and 1 (exclusive); "
-                       f"the val fold selects the checkpoint, so it cannot be empty")
+        raise CxrError(
+            f"val fraction {val_fraction!r} is not between 0 and 1 (exclusive); "
+            f"the val fold selects the checkpoint, so it cannot be empty"
+        )
     if not (isinstance(test_fraction, (int, float)) and 0.0 <= test_fraction < 1.0):
         raise CxrError(f"test fraction {test_fraction!r} is not in [0, 1); 0 means no test fold")
     if val_fraction + test_fraction >= 1.0 - 1e-12:
-        raise CxrError(f"val fraction {val_fraction:g} + test fraction {test_fraction:g} = "
-                       f"{val_fraction + test_fraction:g} leaves no patients to train on; their sum must be below 1")
+        raise CxrError(
+            f"val fraction {val_fraction:g} + test fraction {test_fraction:g} = "
+            f"{val_fraction + test_fraction:g} leaves no patients to train on; their sum must be below 1"
+        )
 
 
 def _fold_sizes(n: int, val_fraction: float, test_fraction: float, where: str) -> tuple[int, int]:
@@ -41,17 +45,26 @@ def _fold_sizes(n: int, val_fraction: float, test_fraction: float, where: str) -
     wanted = {"val": (n_val, val_fraction), "test": (n_test, test_fraction)}
     for fold, (count, fraction) in wanted.items():
         if fraction > 0 and count == 0:
-            raise CxrError(f"cannot split {n} {where}patient(s) with {fold} fraction {fraction:g}: "
-                           f"the {fold} fold would be empty; use more patients or a larger fraction")
+            raise CxrError(
+                f"cannot split {n} {where}patient(s) with {fold} fraction {fraction:g}: "
+                f"the {fold} fold would be empty; use more patients or a larger fraction"
+            )
     if n - n_val - n_test <= 0:
-        raise CxrError(f"cannot split {n} {where}patient(s) with val fraction {val_fraction:g} and test fraction "
-                       f"{test_fraction:g}: the train fold would be empty")
+        raise CxrError(
+            f"cannot split {n} {where}patient(s) with val fraction {val_fraction:g} and test fraction "
+            f"{test_fraction:g}: the train fold would be empty"
+        )
     return n_val, n_test
 
 
-def patient_split(index: pd.DataFrame, val_fraction: float = VAL_FRACTION, seed: int = 0,
-                  test_fraction: float = TEST_FRACTION, test_ids: set[str] | None = None,
-                  train_val_ids: set[str] | None = None) -> pd.DataFrame:
+def patient_split(
+    index: pd.DataFrame,
+    val_fraction: float = VAL_FRACTION,
+    seed: int = 0,
+    test_fraction: float = TEST_FRACTION,
+    test_ids: set[str] | None = None,
+    train_val_ids: set[str] | None = None,
+) -> pd.DataFrame:
     """Assign each image of ``index`` to train, val or test by patient.
 
     Parameters
@@ -79,12 +92,15 @@ def patient_split(index: pd.DataFrame, val_fraction: float = VAL_FRACTION, seed:
         is_test = index["image_id"].isin(test_ids).to_numpy()
         unlisted = ~is_test & ~index["image_id"].isin(train_val_ids or set()).to_numpy()
         if unlisted.any():
-            raise CxrError(f"{int(unlisted.sum())} image(s) are in neither train_val_list.txt nor "
-                           f"test_list.txt, e.g. {index['image_id'][unlisted].iloc[0]}")
+            raise CxrError(
+                f"{int(unlisted.sum())} image(s) are in neither train_val_list.txt nor "
+                f"test_list.txt, e.g. {index['image_id'][unlisted].iloc[0]}"
+            )
         straddle = set(patients[is_test]) & set(patients[~is_test])
         if straddle:
-            raise CxrError(f"{len(straddle)} patient(s) have images in both official lists, "
-                           f"e.g. patient {min(straddle)}")
+            raise CxrError(
+                f"{len(straddle)} patient(s) have images in both official lists, e.g. patient {min(straddle)}"
+            )
         fold[is_test] = "test"
         pool = ~is_test
     pool_patients = np.unique(patients[pool].to_numpy())
@@ -93,6 +109,7 @@ def patient_split(index: pd.DataFrame, val_fraction: float = VAL_FRACTION, seed:
     order = np.random.default_rng(seed).permutation(len(pool_patients))
     chosen = patients.to_numpy()
     fold[pool & np.isin(chosen, pool_patients[order[:n_val]])] = "val"
-    fold[pool & np.isin(chosen, pool_patients[order[n_val:n_val + n_test]])] = "test"
-    return pd.DataFrame({"image_id": index["image_id"].to_numpy(),
-                         "patient_id": index["patient_id"].to_numpy(), "fold": fold})
+    fold[pool & np.isin(chosen, pool_patients[order[n_val : n_val + n_test]])] = "test"
+    return pd.DataFrame(
+        {"image_id": index["image_id"].to_numpy(), "patient_id": index["patient_id"].to_numpy(), "fold": fold}
+    )

@@ -52,18 +52,27 @@ class Cell:
 
 def cells(labels, resolutions, archs, seeds, task=("binary",)) -> list[Cell]:
     """All cells of the grid: binary ones label-major, then multi-label ones; refuses colliding label folders."""
-    out = [Cell(label, arch, int(r), int(s))
-           for label, arch, r, s in itertools.product(labels, archs, sorted(resolutions), seeds)] \
-        if "binary" in task else []
+    out = (
+        [
+            Cell(label, arch, int(r), int(s))
+            for label, arch, r, s in itertools.product(labels, archs, sorted(resolutions), seeds)
+        ]
+        if "binary" in task
+        else []
+    )
     if "multilabel" in task:
-        out += [Cell("", arch, int(r), int(s), tuple(labels))
-                for arch, r, s in itertools.product(archs, sorted(resolutions), seeds)]
+        out += [
+            Cell("", arch, int(r), int(s), tuple(labels))
+            for arch, r, s in itertools.product(archs, sorted(resolutions), seeds)
+        ]
     slugs: dict[str, str] = {}
     for label in labels:
         other = slugs.setdefault(label_slug(label), label)
         if other != label:
             raise CxrError(f"labels {other!r} and {label!r} would share the folder name {label_slug(label)!r}")
     if "multilabel" in slugs and len(task) > 1:
-        raise CxrError(f"label {slugs['multilabel']!r} would share its folders with the multi-label cells; "
-                       f"run the two tasks in separate studies")
+        raise CxrError(
+            f"label {slugs['multilabel']!r} would share its folders with the multi-label cells; "
+            f"run the two tasks in separate studies"
+        )
     return out

@@ -30,7 +30,9 @@ about real radiographs.
 Terms: like monai-cxr itself, the Apache License, Version 2.0 (see LICENSE beside docs/).
 """
 TERMS = {
-    "nih": ("NIH ChestX-ray14 radiographs", """\
+    "nih": (
+        "NIH ChestX-ray14 radiographs",
+        """\
 Data: NIH ChestX-ray14 (ChestX-ray8), provided by the NIH Clinical Center, https://nihcc.app.box.com/v/ChestXray-NIHCC
 
 Terms (the NIH Clinical Center's): there are no restrictions on the use of the NIH chest x-ray images, but
@@ -39,8 +41,11 @@ whoever uses them is asked to
   - cite: Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray Database
     and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax Diseases. IEEE CVPR 2017,
   - acknowledge the NIH Clinical Center as the data provider.
-"""),
-    "chexpert": ("CheXpert radiographs", """\
+""",
+    ),
+    "chexpert": (
+        "CheXpert radiographs",
+        """\
 Data: CheXpert, Stanford ML Group and Stanford University School of Medicine,
 https://stanfordmlgroup.github.io/competitions/chexpert/
 
@@ -49,26 +54,34 @@ accepts when downloading: personal, non-commercial research use; no redistributi
 identify any patient (the agreement itself is what binds; read it).
 Cite: Irvin J, Rajpurkar P, et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert
 Comparison. AAAI 2019.
-"""),
-    "chestmnist": ("ChestMNIST (MedMNIST) images", """\
+""",
+    ),
+    "chestmnist": (
+        "ChestMNIST (MedMNIST) images",
+        """\
 Data: ChestMNIST of MedMNIST (v2 / MedMNIST+), https://medmnist.com, derived from NIH ChestX-ray14.
 
 Terms: Creative Commons Attribution 4.0 International (CC BY 4.0), https://creativecommons.org/licenses/by/4.0/
 Cite: Yang J, Shi R, Wei D, et al. MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical
 image classification. Scientific Data 2023;10:41. The source data are NIH ChestX-ray14 (NIH Clinical Center):
 cite Wang X et al., IEEE CVPR 2017, and acknowledge the NIH Clinical Center.
-"""),
-    "csv": ("the images of the study's own table (--dataset csv)", """\
+""",
+    ),
+    "csv": (
+        "the images of the study's own table (--dataset csv)",
+        """\
 Data: the images listed in the study's own table (`monai-cxr prepare --dataset csv`).
 
 Terms: the terms of your own data. monai-cxr knows nothing about where these images come from; whoever shares
 this bundle or its results must honour them.
-"""),
+""",
+    ),
 }
 
 
 def versions() -> dict[str, str]:
     """The metadata.json version fields of the packages installed here (read without importing them)."""
+
     def version(name):
         try:
             return importlib_metadata.version(name)
@@ -76,8 +89,12 @@ def versions() -> dict[str, str]:
             return None
 
     packages = {name: version(name) for name in REQUIRED_PACKAGES}
-    return {"monai_version": version("monai"), "pytorch_version": version("torch"), "numpy_version": version("numpy"),
-            "required_packages_version": {k: v for k, v in packages.items() if v is not None}}
+    return {
+        "monai_version": version("monai"),
+        "pytorch_version": version("torch"),
+        "numpy_version": version("numpy"),
+        "required_packages_version": {k: v for k, v in packages.items() if v is not None},
+    }
 
 
 def label_display(label: str) -> str:
@@ -93,8 +110,10 @@ def _data(study: dict) -> tuple[str, str]:
     if dataset in TERMS:
         return TERMS[dataset]
     name = label_display(dataset)
-    terms = (f"Data: the study's {name} images (study.json data.dataset).\n\n"
-             f"Terms: those of the {name} data; monai-cxr does not know them.\n")
+    terms = (
+        f"Data: the study's {name} images (study.json data.dataset).\n\n"
+        f"Terms: those of the {name} data; monai-cxr does not know them.\n"
+    )
     return f"the study's {name} images", terms
 
 
@@ -127,30 +146,40 @@ def cell_metadata(template: dict, cell: Cell, settings: GridSettings, study: dic
     finding = _findings(cell)
     images = _data(study)[0]
     meta.update(versions())
-    outputs = ("The network returns one logit per finding, in the order of cell.json's labels; postprocessing "
-               "applies a sigmoid to each" if cell.labels else
-               "The network returns one logit; postprocessing applies a sigmoid")
+    outputs = (
+        "The network returns one logit per finding, in the order of cell.json's labels; postprocessing "
+        "applies a sigmoid to each"
+        if cell.labels
+        else "The network returns one logit; postprocessing applies a sigmoid"
+    )
     meta["name"] = f"{'Multi-label ' if cell.labels else ''}{finding} at {cell.resolution} px, {arch} (monai-cxr cell)"
     meta["description"] = (
         f"One cell of a monai-cxr study (after Sabottke & Spieler, Radiol AI 2020): a {arch} trained {_init(start)} "
         f"to detect {finding} on {images} resized to {cell.resolution} x {cell.resolution} px, seed {cell.seed}. "
         f"{outputs} to give the probability `pred`. "
-        f"The exact label{'s are' if cell.labels else ' is'} in cell.json beside configs/.")
-    meta["data_source"] = (f"{images[0].upper() + images[1:]}, from the study's resize cache "
-                           f"data/cache/r{cell.resolution}.npy (made by `monai-cxr prepare`); "
-                           f"terms in docs/data_license.txt")
+        f"The exact label{'s are' if cell.labels else ' is'} in cell.json beside configs/."
+    )
+    meta["data_source"] = (
+        f"{images[0].upper() + images[1:]}, from the study's resize cache "
+        f"data/cache/r{cell.resolution}.npy (made by `monai-cxr prepare`); "
+        f"terms in docs/data_license.txt"
+    )
     meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [cell.resolution, cell.resolution]
     if start and start["normalize"] == "imagenet":
-        meta["image_classes"] = ("one channel, grey radiograph, normalised with ImageNet's fixed statistics: "
-                                 "(x / 255 - 0.449) / 0.226")
+        meta["image_classes"] = (
+            "one channel, grey radiograph, normalised with ImageNet's fixed statistics: (x / 255 - 0.449) / 0.226"
+        )
     if cell.labels:
         k = len(cell.labels)
         meta["task"] = f"Multi-label classification of {k} findings on chest radiographs"
         meta["label_classes"] = "per finding: 0 absent, 1 present, -1 unknown (left out of loss and AUC)"
         meta["pred_classes"] = "per finding, the probability that it is present"
         pred = meta["network_data_format"]["outputs"]["pred"]
-        pred.update(num_channels=k, spatial_shape=[k],
-                    channel_def={str(j): f"{label_display(label)} present" for j, label in enumerate(cell.labels)})
+        pred.update(
+            num_channels=k,
+            spatial_shape=[k],
+            channel_def={str(j): f"{label_display(label)} present" for j, label in enumerate(cell.labels)},
+        )
     return meta
 
 
@@ -159,14 +188,19 @@ def cell_readme(template: str, cell: Cell, settings: GridSettings, study: dict, 
     arch = ARCH_NAMES.get(cell.arch, cell.arch)
     finding = _findings(cell)
     images = _data(study)[0]
-    synthetic = ("\n\nThe images are synthetic: results of this cell say nothing about real radiographs."
-                 if study.get("synthetic") else "")
+    synthetic = (
+        "\n\nThe images are synthetic: results of this cell say nothing about real radiographs."
+        if study.get("synthetic")
+        else ""
+    )
     body = template.split("\n", 1)[1].lstrip("\n") if template.startswith("# ") else template
     kind = "one network for all of " if cell.labels else ""
-    return (f"# {'Multi-label: ' if cell.labels else ''}{finding}: {arch} at {cell.resolution} x {cell.resolution} px, "
-            f"seed {cell.seed}\n\n"
-            f"A cell of a monai-cxr study: a {arch} trained {_init(start)} to detect {kind}**{finding}** on {images} "
-            f"resized to {cell.resolution} x {cell.resolution} px. `cell.json` holds the exact "
-            f"label{'s' if cell.labels else ''}; the data's terms are in `docs/data_license.txt`.{synthetic}\n\n"
-            f"## Result\n\n{result_section()}\n\n"
-            f"## About this bundle\n\n{body}")
+    return (
+        f"# {'Multi-label: ' if cell.labels else ''}{finding}: {arch} at {cell.resolution} x {cell.resolution} px, "
+        f"seed {cell.seed}\n\n"
+        f"A cell of a monai-cxr study: a {arch} trained {_init(start)} to detect {kind}**{finding}** on {images} "
+        f"resized to {cell.resolution} x {cell.resolution} px. `cell.json` holds the exact "
+        f"label{'s' if cell.labels else ''}; the data's terms are in `docs/data_license.txt`.{synthetic}\n\n"
+        f"## Result\n\n{result_section()}\n\n"
+        f"## About this bundle\n\n{body}"
+    )

@@ -57,8 +57,13 @@ log = logging.getLogger(__name__)
 __all__ = ["GridSettings", "cell_dirs", "clear_run_outputs", "generate", "study_cells", "template_dir"]
 
 # The template's files a cell holds as they are; the cell's own values are in OVERRIDE.
-COPIED = ("configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/logging.conf",
-          "LICENSE")
+COPIED = (
+    "configs/train.json",
+    "configs/evaluate.json",
+    "configs/multi_gpu_train.json",
+    "configs/logging.conf",
+    "LICENSE",
+)
 # inference.json stands alone (a cell's model is often used without the rest): its top-level keys that the
 # override sets (network_def, resolution, square, ...) are filled in, so the stock runner needs only it.
 INFERENCE = "configs/inference.json"
@@ -107,8 +112,9 @@ def check_networks(settings: GridSettings) -> dict[str, dict]:
         check_input_size(arch, network_def(arch, defs, outputs), settings.resolutions)
     other = [arch for arch in settings.pretrained if arch not in defs]
     if other:
-        raise CxrError(f"pretrained weights for {other[0]!r}, which is not an architecture of the grid "
-                       f"({', '.join(defs)})")
+        raise CxrError(
+            f"pretrained weights for {other[0]!r}, which is not an architecture of the grid ({', '.join(defs)})"
+        )
     return defs
 
 
@@ -117,8 +123,10 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
     for r in settings.resolutions:
         if r not in cached:
             have = ", ".join(map(str, cached)) or "none"
-            raise CxrError(f"resolution {r} is not in the cache (cached: {have}); "
-                           f"rerun `monai-cxr prepare` with it in --resolutions")
+            raise CxrError(
+                f"resolution {r} is not in the cache (cached: {have}); "
+                f"rerun `monai-cxr prepare` with it in --resolutions"
+            )
     settings.check()
     if settings.epochs < 1:
         raise CxrError(f"epochs {settings.epochs} must be at least 1")
@@ -132,11 +140,15 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
         for fold, (positives, negatives) in counts.items():
             if fold == "train" and min(positives, negatives) == 0:
                 kind = "no positive" if positives == 0 else "no negative"
-                raise CxrError(f"label {label!r} has {kind} images in the training fold "
-                               f"({positives} positive, {negatives} negative); it cannot be learnt")
+                raise CxrError(
+                    f"label {label!r} has {kind} images in the training fold "
+                    f"({positives} positive, {negatives} negative); it cannot be learnt"
+                )
             if fold in ("val", "test") and min(positives, negatives) < 2:
-                raise CxrError(f"label {label!r} has {positives} positive and {negatives} negative images in the "
-                               f"{names[fold]} fold; its AUC and DeLong SE need at least 2 of each")
+                raise CxrError(
+                    f"label {label!r} has {positives} positive and {negatives} negative images in the "
+                    f"{names[fold]} fold; its AUC and DeLong SE need at least 2 of each"
+                )
 
 
 def _safe_path(path: Path, what: str) -> str:
@@ -166,8 +178,9 @@ def pretrained_starts(settings: GridSettings, defs: dict[str, dict], study_dir: 
     for arch, given in settings.pretrained.items():
         path = Path(given).expanduser().resolve()
         if not path.is_file():
-            raise CxrError(f"pretrained weights file {given} for {arch} not found; give a local file "
-                           f"(nothing is downloaded)")
+            raise CxrError(
+                f"pretrained weights file {given} for {arch} not found; give a local file (nothing is downloaded)"
+            )
         try:
             in_study = path.relative_to(study_dir).as_posix()
         except ValueError:
@@ -176,29 +189,48 @@ def pretrained_starts(settings: GridSettings, defs: dict[str, dict], study_dir: 
         record = check_pretrained(network_def(arch, defs), str(path))
         normalize = "imagenet" if record["normalization"] else _source_normalize(path)
         starts[arch] = {"path": str(path), "in_study": in_study, "sha256": record["sha256"], "normalize": normalize}
-        log.info(f"pretrained {arch}: {path.name} matches {record['loaded']} of {record['total']} tensors "
-                 f"(inputs normalised: {normalize})")
+        log.info(
+            f"pretrained {arch}: {path.name} matches {record['loaded']} of {record['total']} tensors "
+            f"(inputs normalised: {normalize})"
+        )
     return starts
 
 
-def override(cell: Cell, settings: GridSettings, square: str = "pad", defs: dict | None = None,
-             start: dict | None = None) -> dict:
+def override(
+    cell: Cell, settings: GridSettings, square: str = "pad", defs: dict | None = None, start: dict | None = None
+) -> dict:
     """The cell's values, merged over the template's configs (``configs/override.json``).
 
     ``square`` is the study's policy (``study.json["data"]["square"]``): inference on image files
     makes them square as the cache did. ``start`` is the arch's entry of :func:`pretrained_starts`: a file
     inside the study is named relative to the cell (``../../`` is the study), so the study can move.
     """
-    values = {"arch": cell.arch, "resolution": cell.resolution, "seed": cell.seed, **settings.bundle_values(),
-              "batch_size": settings.batch_for(cell.arch, cell.resolution), "pretrained": None, "normalize": "image"}
+    values = {
+        "arch": cell.arch,
+        "resolution": cell.resolution,
+        "seed": cell.seed,
+        **settings.bundle_values(),
+        "batch_size": settings.batch_for(cell.arch, cell.resolution),
+        "pretrained": None,
+        "normalize": "image",
+    }
     if start:
-        values.update(pretrained=f"../../{start['in_study']}" if start["in_study"] else start["path"],
-                      pretrained_sha256=start["sha256"], normalize=start["normalize"])
+        values.update(
+            pretrained=f"../../{start['in_study']}" if start["in_study"] else start["path"],
+            pretrained_sha256=start["sha256"],
+            normalize=start["normalize"],
+        )
     return {**values, "network_def": network_def(cell.arch, defs, len(cell.labels) or 1), "square": square}
 
 
-def render(cell: Cell, settings: GridSettings, template: Path, study: dict, defs: dict | None = None,
-           starts: dict | None = None) -> dict[str, str]:
+def render(
+    cell: Cell,
+    settings: GridSettings,
+    template: Path,
+    study: dict,
+    defs: dict | None = None,
+    starts: dict | None = None,
+) -> dict[str, str]:
     """The text of every file of the cell's bundle except its datalist, by relative path."""
     files = {name: (template / name).read_text() for name in COPIED}
     square = (study.get("data") or {}).get("square", "pad")
@@ -208,8 +240,7 @@ def render(cell: Cell, settings: GridSettings, template: Path, study: dict, defs
     inference = json.loads((template / INFERENCE).read_text())
     inference.update({key: value for key, value in values.items() if key in inference})
     files[INFERENCE] = json.dumps(inference, indent=4) + "\n"
-    meta = cell_metadata(json.loads((template / "configs" / "metadata.json").read_text()), cell, settings, study,
-                         start)
+    meta = cell_metadata(json.loads((template / "configs" / "metadata.json").read_text()), cell, settings, study, start)
     files["configs/metadata.json"] = json.dumps(meta, indent=4) + "\n"
     files["docs/README.md"] = cell_readme((template / "docs" / "README.md").read_text(), cell, settings, study, start)
     files["docs/data_license.txt"] = data_license(study)
@@ -225,8 +256,11 @@ def _difference(name: str, old: str, new: str) -> str:
         return f"{name} differs"
     if not (isinstance(old_obj, dict) and isinstance(new_obj, dict)):
         return f"{name} differs"
-    changes = [f"{k} {json.dumps(old_obj.get(k))} -> {json.dumps(new_obj.get(k))}"
-               for k in {**old_obj, **new_obj} if old_obj.get(k) != new_obj.get(k)]
+    changes = [
+        f"{k} {json.dumps(old_obj.get(k))} -> {json.dumps(new_obj.get(k))}"
+        for k in {**old_obj, **new_obj}
+        if old_obj.get(k) != new_obj.get(k)
+    ]
     if not changes or len(changes) > 3 or any(len(c) > 80 for c in changes):
         return f"{name} differs"
     return f"{name} differs: {', '.join(changes)}"
@@ -328,8 +362,11 @@ def _why_finished(cell_dir: Path, changed: list[str], data: str, files: dict[str
     other = [name for name in changed if name != INPUTS]
     if other:
         name = other[0]
-        what = _difference(name, (cell_dir / name).read_text(), files[name]) if (cell_dir / name).is_file() \
+        what = (
+            _difference(name, (cell_dir / name).read_text(), files[name])
+            if (cell_dir / name).is_file()
             else f"{name} is missing"
+        )
         return f"with other settings ({what})"
     return "with other configs than its bundle now holds (it was generated again while it ran)"
 
@@ -339,8 +376,10 @@ def _current_data(study_dir: Path) -> str:
     current = data_fingerprint(study_dir)
     recorded = (load_study(study_dir).get("data") or {}).get("fingerprint")
     if recorded is not None and recorded != current:
-        raise CxrError(f"{study_dir / 'data'} is not what prepare last recorded in study.json (a prepare was "
-                       f"interrupted, or a file there was changed); run `monai-cxr prepare` again first")
+        raise CxrError(
+            f"{study_dir / 'data'} is not what prepare last recorded in study.json (a prepare was "
+            f"interrupted, or a file there was changed); run `monai-cxr prepare` again first"
+        )
     return current
 
 
@@ -356,9 +395,11 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     if not (study_dir / "study.json").is_file():
         raise CxrError(f"{study_dir / 'study.json'} not found; run `monai-cxr prepare --study-dir {study_dir}` first")
     # a copy with absolute paths (study.json records them): the caller's settings (a preset's, say) stay as given
-    settings = replace(settings, pretrained={arch: str(Path(path).expanduser().resolve())
-                                             for arch, path in settings.pretrained.items()},
-                       arch_file=str(Path(settings.arch_file).expanduser().resolve()) if settings.arch_file else None)
+    settings = replace(
+        settings,
+        pretrained={arch: str(Path(path).expanduser().resolve()) for arch, path in settings.pretrained.items()},
+        arch_file=str(Path(settings.arch_file).expanduser().resolve()) if settings.arch_file else None,
+    )
     index, split = _load_tables(study_dir)
     data = _current_data(study_dir)
     # a label may be named as any release names it (Effusion / Pleural Effusion): use the column;
@@ -370,8 +411,9 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     starts = pretrained_starts(settings, defs, study_dir)
     template = template_dir()
     study = load_study(study_dir)
-    datalists = {label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels
-                 if "binary" in settings.task}
+    datalists = {
+        label: json.dumps(build(index, split, label)) + "\n" for label in settings.labels if "binary" in settings.task
+    }
     if "multilabel" in settings.task:
         datalists[tuple(settings.labels)] = json.dumps(build_multilabel(index, split, settings.labels)) + "\n"
 
@@ -381,17 +423,26 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
         files = render(cell, settings, template, study, defs, starts)
         files["datalist.json"] = datalists[cell.labels or cell.label]
         files[INPUTS] = cell_inputs(data, files)
-        differs = [name for name, text in files.items()
-                   if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text]
-        changed = [name for name in differs if not (cell_dir / name).is_file()
-                   or _settings_text(name, (cell_dir / name).read_text()) != _settings_text(name, files[name])]
+        differs = [
+            name
+            for name, text in files.items()
+            if not (cell_dir / name).is_file() or (cell_dir / name).read_text() != text
+        ]
+        changed = [
+            name
+            for name in differs
+            if not (cell_dir / name).is_file()
+            or _settings_text(name, (cell_dir / name).read_text()) != _settings_text(name, files[name])
+        ]
         finished = (cell_dir / "run.json").is_file()
         ran_on = _ran_on(cell_dir) if finished else None
         if finished and ran_on is not None and ran_on != json.loads(files[INPUTS]) and not changed:
             changed = [INPUTS]  # configs agree now, but the run used others (regenerated while it ran)
         if finished and changed and not force:
-            raise CxrError(f"cell {cell.name} has finished {_why_finished(cell_dir, changed, data, files)}; use --force "
-                           f"to discard its results, or another --study-dir")
+            raise CxrError(
+                f"cell {cell.name} has finished {_why_finished(cell_dir, changed, data, files)}; use --force "
+                f"to discard its results, or another --study-dir"
+            )
         if finished and not changed:
             differs = []  # a finished cell keeps its documents: its result, the versions that made it
         plans.append((cell, cell_dir, files, differs, changed))
@@ -402,8 +453,10 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
             if differs and cell_dir.is_dir():
                 fd = lock_cell(cell_dir)
                 if fd is None:
-                    raise CxrError(f"cell {cell.name} is running (another process holds {cell_dir / '.lock'}); "
-                                   f"let it finish or stop that run, then generate again")
+                    raise CxrError(
+                        f"cell {cell.name} is running (another process holds {cell_dir / '.lock'}); "
+                        f"let it finish or stop that run, then generate again"
+                    )
                 locks[cell.name] = fd
         written, kept, replaced = 0, 0, 0
         for cell, cell_dir, files, differs, changed in plans:
@@ -423,10 +476,15 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
                 os.close(fd)
 
     previous = load_study(study_dir).get("grid") or {}
-    record = {**asdict(settings), "cells": [c.name for c in grid],
-              "networks": {arch: definition for arch, definition in defs.items() if arch not in ARCHS}}
+    record = {
+        **asdict(settings),
+        "cells": [c.name for c in grid],
+        "networks": {arch: definition for arch, definition in defs.items() if arch not in ARCHS},
+    }
     if previous != record:
         update_study(study_dir, grid=record)
-    log.info(f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
-             f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")")
+    log.info(
+        f"generated {len(grid)} cells in {cell_dirs(study_dir)} "
+        f"({written} written, {kept} unchanged" + (f", {replaced} reset" if replaced else "") + ")"
+    )
     return [cell_dir for _, cell_dir, _, _, _ in plans]

@@ -50,8 +50,9 @@ def arch_defs(archs, arch_file: str | None = None) -> dict[str, dict]:
         user = load_arch_file(arch_file)
         clash = [name for name in user if name.lower() in ARCHS]
         if clash:
-            raise CxrError(f"architecture file {arch_file}: name {clash[0]!r} is built in; give your network "
-                           f"another name")
+            raise CxrError(
+                f"architecture file {arch_file}: name {clash[0]!r} is built in; give your network another name"
+            )
     out = {}
     for arch in archs:
         if arch in ARCHS:
@@ -72,8 +73,10 @@ def network_def(arch: str, defs: dict[str, dict] | None = None, outputs: int = 1
         return out
     keys = [k for k in OUTPUT_KEYS if k in out]
     if not keys:
-        raise CxrError(f"architecture {arch!r} sets none of {', '.join(OUTPUT_KEYS)}; a multi-label cell needs "
-                       f"one of them to give the network {outputs} outputs")
+        raise CxrError(
+            f"architecture {arch!r} sets none of {', '.join(OUTPUT_KEYS)}; a multi-label cell needs "
+            f"one of them to give the network {outputs} outputs"
+        )
     out[keys[0]] = outputs
     return out
 
@@ -98,12 +101,14 @@ def accepts(definition: dict, size: int) -> bool:
 
 def smallest_input(definition: dict, limit: int = 1024) -> int:
     """The smallest square size the network accepts: 8, 16, 32, 48, 64, then powers of two up to ``limit``."""
-    sizes = [8, 16, 32, 48, 64] + [2 ** k for k in range(7, limit.bit_length()) if 2 ** k <= limit]
+    sizes = [8, 16, 32, 48, 64] + [2**k for k in range(7, limit.bit_length()) if 2**k <= limit]
     for size in sizes:
         if accepts(definition, size):
             return size
-    raise CxrError(f"network_def {definition.get('_target_')!r} gives no (2, outputs) result at any size up to "
-                   f"{limit} px; allowed: a 2-D classifier")
+    raise CxrError(
+        f"network_def {definition.get('_target_')!r} gives no (2, outputs) result at any size up to "
+        f"{limit} px; allowed: a 2-D classifier"
+    )
 
 
 def check_input_size(arch: str, definition: dict, resolutions) -> None:

@@ -40,8 +40,9 @@ class Preset:
         if not started:
             return f"{self.description}, from scratch"
         rest = [arch for arch in grid.archs if arch not in grid.pretrained]
-        return (f"{self.description}, fine-tuned from the --pretrained weights of {', '.join(started)}"
-                + (f"; {', '.join(rest)} from scratch" if rest else ""))
+        return f"{self.description}, fine-tuned from the --pretrained weights of {', '.join(started)}" + (
+            f"; {', '.join(rest)} from scratch" if rest else ""
+        )
 
     def settings(self) -> dict:
         """The settings the preset fixes, by the command line's names (``learning_rate``, ``seed``, ``jobs``)."""
@@ -56,8 +57,16 @@ PRESETS = {
         description="the phantom, Mass and Nodule at 32 and 128 px, ResNet34, CPU-sized",
         synthetic=True,
         phantom={"patients": 200, "size": 256, "seed": 0},
-        grid=GridSettings(labels=["Mass", "Nodule"], resolutions=[32, 128], archs=["resnet34"], seeds=[0],
-                          epochs=3, batch_size=16, subsample=384, learning_rate=1e-3),
+        grid=GridSettings(
+            labels=["Mass", "Nodule"],
+            resolutions=[32, 128],
+            archs=["resnet34"],
+            seeds=[0],
+            epochs=3,
+            batch_size=16,
+            subsample=384,
+            learning_rate=1e-3,
+        ),
         jobs=2,
     ),
     # The paper's analysis at CPU scale, on the phantom (results/phantom-grid): Mass and Nodule,
@@ -68,9 +77,16 @@ PRESETS = {
         description="the phantom, Mass and Nodule at 32, 64, 96 and 128 px, ResNet34 and DenseNet121, 3 seeds",
         synthetic=True,
         phantom={"patients": 300, "size": 256, "seed": 0},
-        grid=GridSettings(labels=["Mass", "Nodule"], resolutions=[32, 64, 96, 128],
-                          archs=["resnet34", "densenet121"], seeds=[0, 1, 2], epochs=3, batch_size=16,
-                          subsample=384, learning_rate=1e-3),
+        grid=GridSettings(
+            labels=["Mass", "Nodule"],
+            resolutions=[32, 64, 96, 128],
+            archs=["resnet34", "densenet121"],
+            seeds=[0, 1, 2],
+            epochs=3,
+            batch_size=16,
+            subsample=384,
+            learning_rate=1e-3,
+        ),
         jobs=2,
     ),
     # The published grid, for a GPU and NIH ChestX-ray14: 8 x 9 x 2 = 144 cells,
@@ -82,9 +98,21 @@ PRESETS = {
     "paper": Preset(
         name="paper",
         description="NIH ChestX-ray14, the published grid (8 labels x 9 resolutions x ResNet34, DenseNet121)",
-        grid=GridSettings(labels=list(PAPER_LABELS), resolutions=list(PAPER_RESOLUTIONS),
-                          archs=["resnet34", "densenet121"], seeds=[0], epochs=10, batch_size=32,
-                          subsample=8192, learning_rate=1e-3, augment_prob=0.5, loader_workers=4, amp="bf16",
-                          channels_last=True, cudnn_benchmark=True, pin_memory=True),
+        grid=GridSettings(
+            labels=list(PAPER_LABELS),
+            resolutions=list(PAPER_RESOLUTIONS),
+            archs=["resnet34", "densenet121"],
+            seeds=[0],
+            epochs=10,
+            batch_size=32,
+            subsample=8192,
+            learning_rate=1e-3,
+            augment_prob=0.5,
+            loader_workers=4,
+            amp="bf16",
+            channels_last=True,
+            cudnn_benchmark=True,
+            pin_memory=True,
+        ),
     ),
 }

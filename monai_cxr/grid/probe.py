@@ -41,16 +41,37 @@ from monai_cxr.fileio import write_csv
 from monai_cxr.grid.networks import ARCHS, accepts, check_input_size, network_def, smallest_input
 from monai_cxr.grid.settings import GridSettings
 
-__all__ = ["MIN_BATCH", "ProbeResult", "auto_batch_sizes", "batch_for_budget", "measure", "parse_size",
-           "probe_table", "read_probe_csv"]
+__all__ = [
+    "MIN_BATCH",
+    "ProbeResult",
+    "auto_batch_sizes",
+    "batch_for_budget",
+    "measure",
+    "parse_size",
+    "probe_table",
+    "read_probe_csv",
+]
 
 log = logging.getLogger(__name__)
 
 MIB = 2**20
 MIN_BATCH = 2  # BatchNorm needs two samples per channel in training
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+}
 
 
 def parse_size(text: str) -> int:
@@ -202,8 +223,9 @@ def measure(arch: str, resolution: int, budget_bytes: int, device=None, batch_si
     fixed_mb = round(max(p1 - per_image * b1, 0.0) / MIB, 6)
     per_image_mb = round(per_image / MIB, 6) or 1e-6
     budget_mb = budget_bytes / MIB
-    return ProbeResult(arch, resolution, str(device), budget_mb, fixed_mb, per_image_mb,
-                       _max_batch(fixed_mb, per_image_mb, budget_mb))
+    return ProbeResult(
+        arch, resolution, str(device), budget_mb, fixed_mb, per_image_mb, _max_batch(fixed_mb, per_image_mb, budget_mb)
+    )
 
 
 def batch_for_budget(result: ProbeResult, budget_bytes: int | None = None, cap: int = 512, multiple: int = 8) -> int:
@@ -216,14 +238,17 @@ def batch_for_budget(result: ProbeResult, budget_bytes: int | None = None, cap: 
     fits = _max_batch(result.fixed_mb, result.per_image_mb, budget_mb)
     if fits < MIN_BATCH:
         need = result.fixed_mb + MIN_BATCH * result.per_image_mb
-        raise CxrError(f"{result.arch} at {result.resolution} px does not fit {budget_mb:.0f} MiB: a batch of "
-                       f"{MIN_BATCH} needs {need:.0f} MiB on {result.device}")
+        raise CxrError(
+            f"{result.arch} at {result.resolution} px does not fit {budget_mb:.0f} MiB: a batch of "
+            f"{MIN_BATCH} needs {need:.0f} MiB on {result.device}"
+        )
     batch = min(fits, cap)
     return batch - batch % multiple if batch >= multiple else batch
 
 
-def auto_batch_sizes(archs, resolutions, budget_bytes: int, device=None, cap: int = 512, multiple: int = 8,
-                     results=None) -> dict[tuple[str, int], int]:
+def auto_batch_sizes(
+    archs, resolutions, budget_bytes: int, device=None, cap: int = 512, multiple: int = 8, results=None
+) -> dict[tuple[str, int], int]:
     """``{(arch, resolution): batch}`` for ``generate --batch-size auto``: higher resolution, smaller batch.
 
     Measures each pair, or looks it up in ``results`` (e.g. ``read_probe_csv`` of an earlier probe).
@@ -259,8 +284,9 @@ def resolve_batch_sizes(settings: GridSettings, device=None) -> GridSettings:
         raise CxrError("--batch-size auto without --probe-table needs --memory-budget")
     sizes = auto_batch_sizes(settings.archs, settings.resolutions, budget, device=device, results=results)
     chosen = {f"{arch}@{resolution}": batch for (arch, resolution), batch in sorted(sizes.items())}
-    log.info("batch sizes for the memory budget: " + ", ".join(f"{k.replace('@', ' ')} px: {v}"
-                                                                 for k, v in chosen.items()))
+    log.info(
+        "batch sizes for the memory budget: " + ", ".join(f"{k.replace('@', ' ')} px: {v}" for k, v in chosen.items())
+    )
     return replace(settings, batch_sizes=chosen)
 
 
@@ -279,8 +305,15 @@ def read_probe_csv(path) -> list[ProbeResult]:
     for i, row in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
         where = f"probe table {path} line {i}"
         try:
-            res = ProbeResult(row["arch"], int(row["resolution"]), row["device"], float(row["budget_mb"]),
-                              float(row["fixed_mb"]), float(row["per_image_mb"]), int(row["max_batch"]))
+            res = ProbeResult(
+                row["arch"],
+                int(row["resolution"]),
+                row["device"],
+                float(row["budget_mb"]),
+                float(row["fixed_mb"]),
+                float(row["per_image_mb"]),
+                int(row["max_batch"]),
+            )
         except ValueError as exc:
             raise CxrError(f"{where}: {exc}") from exc
         if res.arch not in ARCHS:
@@ -288,7 +321,8 @@ def read_probe_csv(path) -> list[ProbeResult]:
         if not accepts(network_def(res.arch), res.resolution):
             raise CxrError(f"{where}: {res.arch} does not take {res.resolution} px")
         if not (res.per_image_mb > 0 and res.fixed_mb >= 0 and res.budget_mb > 0) or not all(
-                map(math.isfinite, (res.budget_mb, res.fixed_mb, res.per_image_mb))):
+            map(math.isfinite, (res.budget_mb, res.fixed_mb, res.per_image_mb))
+        ):
             raise CxrError(f"{where}: budget_mb and per_image_mb must be positive, fixed_mb not negative")
         if res.max_batch != _max_batch(res.fixed_mb, res.per_image_mb, res.budget_mb):
             raise CxrError(f"{where}: max_batch {res.max_batch} does not follow from the budget and the fit")
@@ -299,12 +333,16 @@ def read_probe_csv(path) -> list[ProbeResult]:
     return results
 
 
-def probe_table(archs, resolutions, budget_bytes: int, device=None, out_csv=None,
-                batch_sizes=None) -> list[ProbeResult]:
+def probe_table(
+    archs, resolutions, budget_bytes: int, device=None, out_csv=None, batch_sizes=None
+) -> list[ProbeResult]:
     """Measure every (arch, resolution), print a table, optionally write it as CSV for ``generate``."""
     device = _resolve_device(device)
-    method = ("CUDA allocator peak (max_memory_allocated)" if device.type == "cuda" else
-              "CPU estimate: tensor bytes a step holds, a lower bound of the process's real peak")
+    method = (
+        "CUDA allocator peak (max_memory_allocated)"
+        if device.type == "cuda"
+        else "CPU estimate: tensor bytes a step holds, a lower bound of the process's real peak"
+    )
     log.info(f"budget {budget_bytes / 2**30:.2f} GiB; one training step (forward, backward, AdamW); {method}")
     log.info(f"{'arch':<12} {'px':>5} {'device':>7} {'fixed MiB':>10} {'MiB/image':>10} {'max batch':>10}")
     results = []
@@ -312,8 +350,10 @@ def probe_table(archs, resolutions, budget_bytes: int, device=None, out_csv=None
         for r in resolutions:
             res = measure(arch, int(r), budget_bytes, device=device, batch_sizes=batch_sizes)
             results.append(res)
-            log.info(f"{arch:<12} {r:>5} {res.device:>7} {res.fixed_mb:>10.0f} {res.per_image_mb:>10.3f} "
-                     f"{res.max_batch:>10}" + (f"  {res.note}" if res.note else ""))
+            log.info(
+                f"{arch:<12} {r:>5} {res.device:>7} {res.fixed_mb:>10.0f} {res.per_image_mb:>10.3f} "
+                f"{res.max_batch:>10}" + (f"  {res.note}" if res.note else "")
+            )
     if out_csv:
         write_csv(out_csv, pd.DataFrame([r.row() for r in results], columns=list(CSV_COLUMNS)))
         log.info(f"wrote {Path(out_csv)}")

@@ -51,8 +51,10 @@ def pretrained_map(value, archs) -> dict[str, str]:
     text = str(value)
     if "=" not in text.split(",")[0]:
         if len(archs) != 1:
-            raise CxrError(f"pretrained weights {text!r} name no architecture but the grid has {len(archs)}; "
-                           f"give --pretrained ARCH=PATH for each")
+            raise CxrError(
+                f"pretrained weights {text!r} name no architecture but the grid has {len(archs)}; "
+                f"give --pretrained ARCH=PATH for each"
+            )
         return {str(archs[0]): text}
     out = {}
     for item in re.split(r",(?=\s*[A-Za-z0-9][A-Za-z0-9._-]*=)", text):  # a path may hold a comma
@@ -113,19 +115,23 @@ class GridSettings:
         """Refuse, in one line, training settings no cell could use (before anything is written)."""
         if self.batch_size == "auto":
             if not (self.memory_budget or self.probe_table):
-                raise CxrError("--batch-size auto needs --memory-budget (e.g. 16GiB) or --probe-table "
-                               "(a `monai-cxr probe --out` table made on the training device)")
+                raise CxrError(
+                    "--batch-size auto needs --memory-budget (e.g. 16GiB) or --probe-table "
+                    "(a `monai-cxr probe --out` table made on the training device)"
+                )
         elif not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool):
             raise CxrError(f"batch size {self.batch_size!r} is not a whole number or auto")
         elif self.memory_budget or self.probe_table:
             raise CxrError("--memory-budget and --probe-table go with --batch-size auto")
         for (arch, resolution), batch in self.batches().items():
             if batch < 2:
-                raise CxrError(f"batch size {batch} ({arch}, {resolution} px) is too small; batch normalisation "
-                               f"needs at least 2")
+                raise CxrError(
+                    f"batch size {batch} ({arch}, {resolution} px) is too small; batch normalisation needs at least 2"
+                )
             if 0 < self.subsample < batch:
-                raise CxrError(f"subsample {self.subsample} is smaller than the batch size {batch} "
-                               f"({arch}, {resolution} px)")
+                raise CxrError(
+                    f"subsample {self.subsample} is smaller than the batch size {batch} ({arch}, {resolution} px)"
+                )
 
     def batch_for(self, arch: str, resolution: int) -> int:
         """The training batch of one cell: the grid's, or with ``auto`` the one its memory budget allows."""
@@ -144,13 +150,27 @@ class GridSettings:
 
     def bundle_values(self) -> dict:
         """The template keys every cell shares (JSON values), under the template's names."""
-        keys = ("epochs", "subsample", "balanced", "learning_rate", "weight_decay",
-                "augment_prob", "val_interval", "loader_workers", "amp",
-                "channels_last", "cudnn_benchmark", "pin_memory")
+        keys = (
+            "epochs",
+            "subsample",
+            "balanced",
+            "learning_rate",
+            "weight_decay",
+            "augment_prob",
+            "val_interval",
+            "loader_workers",
+            "amp",
+            "channels_last",
+            "cudnn_benchmark",
+            "pin_memory",
+        )
         return {TEMPLATE_KEYS.get(k, k): getattr(self, k) for k in keys}
 
 
 def grid_defaults() -> dict:
     """The default of every setting that has one, by name (the command line shows the same)."""
-    return {f.name: f.default if f.default is not MISSING else f.default_factory()
-            for f in fields(GridSettings) if f.default is not MISSING or f.default_factory is not MISSING}
+    return {
+        f.name: f.default if f.default is not MISSING else f.default_factory()
+        for f in fields(GridSettings)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }

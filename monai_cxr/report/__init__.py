@@ -59,8 +59,14 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def make_report(study_dir, out_dir=None, reference_resolution: int | None = None, figure_labels=None,
-                tensorboard: bool = True, margin: float = DEFAULT_MARGIN) -> Path:
+def make_report(
+    study_dir,
+    out_dir=None,
+    reference_resolution: int | None = None,
+    figure_labels=None,
+    tensorboard: bool = True,
+    margin: float = DEFAULT_MARGIN,
+) -> Path:
     """Write the report of a (possibly partial) study and return the report folder.
 
     Parameters
@@ -93,17 +99,25 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     if unknown:
         raise CxrError(f"figure label {unknown[0]!r} has no finished cell; labels: {', '.join(labels)}")
     out = Path(out_dir) if out_dir is not None else study.path / "report"
-    log.info(f"report: {len(study.finished)} finished cell(s) of the grid's "
-             f"{len(study.finished) + len(study.missing)}, {len(study.missing)} missing"
-             + (f"; {len(study.ignored)} folder(s) not in the grid ignored" if study.ignored else ""))
+    log.info(
+        f"report: {len(study.finished)} finished cell(s) of the grid's "
+        f"{len(study.finished) + len(study.missing)}, {len(study.missing)} missing"
+        + (f"; {len(study.ignored)} folder(s) not in the grid ignored" if study.ignored else "")
+    )
     if study.optimistic:
-        log.warning(f"report: no test predictions for {', '.join(study.optimistic)}: their AUCs are on the "
-                    "val images that also chose the checkpoint (optimistic)")
+        log.warning(
+            f"report: no test predictions for {', '.join(study.optimistic)}: their AUCs are on the "
+            "val images that also chose the checkpoint (optimistic)"
+        )
 
     grouped = groups(study)
-    tables = {"summary": summary_table(study), "pooled": pooled_table(grouped),
-              "comparisons": comparison_table(grouped, reference_resolution),
-              "verdict": verdict_table(grouped, margin), "paper": paper_table(grouped)}
+    tables = {
+        "summary": summary_table(study),
+        "pooled": pooled_table(grouped),
+        "comparisons": comparison_table(grouped, reference_resolution),
+        "verdict": verdict_table(grouped, margin),
+        "paper": paper_table(grouped),
+    }
     for name in ("verdict", "pooled", "comparisons", "summary"):  # full precision: thresholds round-trip
         write_csv(out / f"{name}.csv", tables[name])
     if len(tables["paper"]):
@@ -111,8 +125,16 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     else:
         (out / "paper.csv").unlink(missing_ok=True)
 
-    figures = make_figures(tables["summary"], tables["pooled"], tables["comparisons"], tables["verdict"],
-                           grouped, out / "figures", study.synthetic, figure_labels)
+    figures = make_figures(
+        tables["summary"],
+        tables["pooled"],
+        tables["comparisons"],
+        tables["verdict"],
+        grouped,
+        out / "figures",
+        study.synthetic,
+        figure_labels,
+    )
     command = ["monai-cxr report", f"--study-dir {_shown(study.path)}"]
     if reference_resolution:
         command.append(f"--reference-resolution {reference_resolution}")
@@ -127,8 +149,11 @@ def make_report(study_dir, out_dir=None, reference_resolution: int | None = None
     shown = {name: shown_archs(frame) for name, frame in tables.items()}  # "resnet34 (multilabel)" in words
     write_text(out / "report.md", report_markdown(study, shown, figures, " ".join(command)))
     if tensorboard:
-        texts = {"verdict": verdict_markdown(shown["verdict"]), "pooled": pooled_markdown(shown["pooled"]),
-                 "summary": summary_markdown(shown["summary"])}
+        texts = {
+            "verdict": verdict_markdown(shown["verdict"]),
+            "pooled": pooled_markdown(shown["pooled"]),
+            "summary": summary_markdown(shown["summary"]),
+        }
         write_tensorboard(study, tables["summary"], tables["pooled"], figures, texts, out)
     log.info(f"report: wrote {out / 'report.md'}")
     for line in verdict_text(shown["verdict"]):

@@ -35,9 +35,15 @@ SYNTHETIC_NOTE = "synthetic phantom data"
 PAPER_LABELS = ("Mass", "Nodule")  # Fig. 4 of the paper
 
 STYLE = {
-    "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-    "grid.alpha": 0.3, "legend.frameon": False, "svg.hashsalt": "monai-cxr",
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "svg.hashsalt": "monai-cxr",
     "svg.fonttype": "none",  # text stays text: searchable and editable
     "text.usetex": False,
 }
@@ -93,11 +99,11 @@ def _save(fig, out_dir: Path, name: str) -> Path:
     """Write ``name``.png and ``name``.svg atomically, without time stamps (stable diffs)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight",
-                                              metadata={"Software": None}))
-    atomic_write(out_dir / f"{name}.svg",
-                 lambda tmp: fig.savefig(tmp, format="svg", bbox_inches="tight",
-                                         metadata={"Date": None, "Creator": None}))
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight", metadata={"Software": None}))
+    atomic_write(
+        out_dir / f"{name}.svg",
+        lambda tmp: fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None}),
+    )
     return png
 
 
@@ -119,9 +125,18 @@ def _series(ax, frame, by, x, y, err, colours):
     names = [n for n in colours if n in set(frame[by])]
     for i, name in enumerate(names):
         rows = frame[frame[by] == name].sort_values(x)
-        ax.errorbar(_dodge(rows[x], i, len(names)), rows[y], yerr=rows[err], marker="o",
-                    markersize=4, capsize=2.5, linewidth=1.4, elinewidth=1.0,
-                    color=colours[name], label=esc(name))
+        ax.errorbar(
+            _dodge(rows[x], i, len(names)),
+            rows[y],
+            yerr=rows[err],
+            marker="o",
+            markersize=4,
+            capsize=2.5,
+            linewidth=1.4,
+            elinewidth=1.0,
+            color=colours[name],
+            label=esc(name),
+        )
 
 
 def _chance(ax):
@@ -162,19 +177,37 @@ def verdict_figure(pooled, verdict, out_dir: Path, synthetic: bool) -> Drawn | N
         for _, v in rows[rows["label"] == label].iterrows():
             colour = colours[v["arch"]]
             ax.axhline(v["auc_best"] - v["margin"], color=colour, linewidth=0.8, linestyle="--", alpha=0.7)
-            ax.plot([v["best_resolution"]], [v["auc_best"]], marker="*", markersize=13, color=colour,
-                    linestyle="none", zorder=5)
-            ax.plot([v["sufficient_resolution"]], [v["auc_sufficient"]], marker="o", markersize=12,
-                    markerfacecolor="none", markeredgewidth=1.6, color=colour, linestyle="none", zorder=5)
+            ax.plot(
+                [v["best_resolution"]],
+                [v["auc_best"]],
+                marker="*",
+                markersize=13,
+                color=colour,
+                linestyle="none",
+                zorder=5,
+            )
+            ax.plot(
+                [v["sufficient_resolution"]],
+                [v["auc_sufficient"]],
+                marker="o",
+                markersize=12,
+                markerfacecolor="none",
+                markeredgewidth=1.6,
+                color=colour,
+                linestyle="none",
+                zorder=5,
+            )
         _resolution_axis(ax, sorted(points["resolution"].unique()))
         ax.set_title(esc(label))
     margin = float(rows["margin"].iloc[0])
     axes[0].set_ylabel(f"AUC ({fold_words(rows['fold'])}; bars: pooled SE)")
     _legend(fig, axes)
     fig.suptitle(_title("How much resolution each finding needs", synthetic, _seeds_note(data["n_seeds"])))
-    caption = (f"Pooled AUC against input size (error bars: pooled SE). Star: the best size; ring: the "
-               f"smallest size non-inferior to it at a margin of {margin:g} AUC (Holm-adjusted one-sided "
-               f"tests); dashed: the best AUC minus the margin.")
+    caption = (
+        f"Pooled AUC against input size (error bars: pooled SE). Star: the best size; ring: the "
+        f"smallest size non-inferior to it at a margin of {margin:g} AUC (Holm-adjusted one-sided "
+        f"tests); dashed: the best AUC minus the margin."
+    )
     return Drawn("verdict", _save(fig, out_dir, "verdict"), "How much resolution each finding needs", caption)
 
 
@@ -199,11 +232,22 @@ def auc_vs_resolution(pooled, out_dir: Path, synthetic: bool) -> Drawn | None:
     data = _rated(pooled)
     if data.empty:
         return None
-    png = _auc_panels(data, "arch", "label", sorted(data["arch"].unique()), out_dir,
-                      _title("AUC vs input size", synthetic, _seeds_note(data["n_seeds"])), "auc_vs_resolution")
-    return Drawn("auc_vs_resolution", png, "AUC vs input size",
-                 "Pooled AUC against input size for each label (error bars: pooled SE, which counts the test "
-                 "sample and the seeds; dotted: chance, where in range), after Fig. 2 of Sabottke & Spieler (2020).")
+    png = _auc_panels(
+        data,
+        "arch",
+        "label",
+        sorted(data["arch"].unique()),
+        out_dir,
+        _title("AUC vs input size", synthetic, _seeds_note(data["n_seeds"])),
+        "auc_vs_resolution",
+    )
+    return Drawn(
+        "auc_vs_resolution",
+        png,
+        "AUC vs input size",
+        "Pooled AUC against input size for each label (error bars: pooled SE, which counts the test "
+        "sample and the seeds; dotted: chance, where in range), after Fig. 2 of Sabottke & Spieler (2020).",
+    )
 
 
 def auc_ratio(comparisons, pooled, out_dir: Path, synthetic: bool) -> Drawn | None:
@@ -228,9 +272,13 @@ def auc_ratio(comparisons, pooled, out_dir: Path, synthetic: bool) -> Drawn | No
     axes[0].set_ylabel(f"AUC as % of AUC at {ref_text} px (± SE)")
     _legend(fig, axes)
     fig.suptitle(_title(f"AUC relative to {ref_text} px", synthetic, _seeds_note(pooled["n_seeds"])))
-    return Drawn("auc_ratio", _save(fig, out_dir, "auc_ratio"), "AUC relative to the reference size",
-                 "Pooled AUC at each input size as a percentage of the pooled AUC at the reference size "
-                 "(error bars: delta-method SE of the paired ratio), after their Fig. 3.")
+    return Drawn(
+        "auc_ratio",
+        _save(fig, out_dir, "auc_ratio"),
+        "AUC relative to the reference size",
+        "Pooled AUC at each input size as a percentage of the pooled AUC at the reference size "
+        "(error bars: delta-method SE of the paired ratio), after their Fig. 3.",
+    )
 
 
 def chosen_labels(labels, wanted=None, limit: int = 4) -> list[str]:
@@ -250,17 +298,31 @@ def architectures(pooled, out_dir: Path, synthetic: bool, labels=None) -> Drawn 
     chosen = chosen_labels(data["label"].unique(), labels)
     if len(archs) < 2 or not chosen:
         return None
-    png = _auc_panels(data, "label", "arch", chosen, out_dir,
-                      _title("Architectures compared", synthetic, _seeds_note(data["n_seeds"])), "architectures")
-    return Drawn("architectures", png, "Architectures compared",
-                 "Architectures side by side for chosen labels (pooled AUC ± SE), after their Fig. 4.")
+    png = _auc_panels(
+        data,
+        "label",
+        "arch",
+        chosen,
+        out_dir,
+        _title("Architectures compared", synthetic, _seeds_note(data["n_seeds"])),
+        "architectures",
+    )
+    return Drawn(
+        "architectures",
+        png,
+        "Architectures compared",
+        "Architectures side by side for chosen labels (pooled AUC ± SE), after their Fig. 4.",
+    )
 
 
 def tradeoff(summary, out_dir: Path, synthetic: bool) -> Drawn | None:
     """Throughput, peak memory and batch size against input size, one line per architecture
     (the median over labels and seeds)."""
-    metrics = [("images_per_s", "training throughput (images/s)"),
-               ("peak_mem_mb", "peak memory (MB)"), ("batch_size", "batch size")]
+    metrics = [
+        ("images_per_s", "training throughput (images/s)"),
+        ("peak_mem_mb", "peak memory (MB)"),
+        ("batch_size", "batch size"),
+    ]
     metrics = [m for m in metrics if pd.to_numeric(summary[m[0]], errors="coerce").notna().any()]
     if not metrics:
         return None
@@ -271,8 +333,15 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Drawn | None:
         values = summary.assign(**{column: pd.to_numeric(summary[column], errors="coerce")})
         med = values.groupby(["arch", "resolution"])[column].median().reset_index()
         for arch, rows in med.groupby("arch"):
-            ax.plot(rows["resolution"], rows[column], marker="o", markersize=4, linewidth=1.4,
-                    color=colours[arch], label=esc(arch))
+            ax.plot(
+                rows["resolution"],
+                rows[column],
+                marker="o",
+                markersize=4,
+                linewidth=1.4,
+                color=colours[arch],
+                label=esc(arch),
+            )
         low, high = med[column].min(), med[column].max()
         if low > 0 and high / low >= 10:  # a log axis only where the values span a decade
             ax.set_yscale("log")
@@ -285,9 +354,12 @@ def tradeoff(summary, out_dir: Path, synthetic: bool) -> Drawn | None:
         ax.set_title(name)
     _legend(fig, axes)
     fig.suptitle(_title("What resolution costs", synthetic))
-    return Drawn("tradeoff", _save(fig, out_dir, "tradeoff"), "What resolution costs",
-                 "What resolution costs: training throughput, peak memory and batch size "
-                 "(median over labels and seeds).")
+    return Drawn(
+        "tradeoff",
+        _save(fig, out_dir, "tradeoff"),
+        "What resolution costs",
+        "What resolution costs: training throughput, peak memory and batch size (median over labels and seeds).",
+    )
 
 
 def roc_seed(seeds: dict) -> int | None:
@@ -314,11 +386,21 @@ def roc_curves(label: str, groups_: list, summary, out_dir: Path, synthetic: boo
             fpr, tpr, _ = roc_curve(g.y, s)
             colour = cmap(i / max(len(resolutions) - 1, 1) * 0.9)
             ax.plot(fpr, tpr, color=colour, linewidth=1.2, label=f"{r} px")
-            row = summary[(summary["label"] == g.label) & (summary["arch"] == g.shown_arch)
-                          & (summary["resolution"] == r) & (summary["seed"] == seed)]
+            row = summary[
+                (summary["label"] == g.label)
+                & (summary["arch"] == g.shown_arch)
+                & (summary["resolution"] == r)
+                & (summary["seed"] == seed)
+            ]
             if len(row) and not math.isnan(row["sensitivity"].iloc[0]) and not math.isnan(row["specificity"].iloc[0]):
-                ax.plot([1 - row["specificity"].iloc[0]], [row["sensitivity"].iloc[0]], marker="o",
-                        markersize=4, color=colour, linestyle="none")
+                ax.plot(
+                    [1 - row["specificity"].iloc[0]],
+                    [row["sensitivity"].iloc[0]],
+                    marker="o",
+                    markersize=4,
+                    color=colour,
+                    linestyle="none",
+                )
         ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, linestyle=":")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -331,13 +413,16 @@ def roc_curves(label: str, groups_: list, summary, out_dir: Path, synthetic: boo
     fold = usable[0].fold
     fig.suptitle(_title(f"ROC curves: {esc(label)}", synthetic, [f"{fold} fold", seed_text]))
     name = f"roc_{label_slug(label)}"
-    caption = (f"ROC curves of {label} on the {fold} fold, every input size overlaid ({seed_text}, not pooled); "
-               "dots: the operating point chosen on val (Youden) applied to these images.")
+    caption = (
+        f"ROC curves of {label} on the {fold} fold, every input size overlaid ({seed_text}, not pooled); "
+        "dots: the operating point chosen on val (Youden) applied to these images."
+    )
     return Drawn(name, _save(fig, out_dir, name), f"ROC curves: {label}", caption)
 
 
-def make_figures(summary, pooled, comparisons, verdict, groups_: dict, out_dir, synthetic: bool,
-                 labels=None) -> list[Drawn]:
+def make_figures(
+    summary, pooled, comparisons, verdict, groups_: dict, out_dir, synthetic: bool, labels=None
+) -> list[Drawn]:
     """Draw every figure that the tables allow; figures this run cannot draw are removed.
 
     A multi-label result is drawn as an architecture of its own, ``resnet34 (multilabel)``, beside the binary one.
@@ -345,11 +430,13 @@ def make_figures(summary, pooled, comparisons, verdict, groups_: dict, out_dir, 
     out_dir = Path(out_dir)
     summary, pooled, comparisons, verdict = (shown_archs(t) for t in (summary, pooled, comparisons, verdict))
     with matplotlib.rc_context(STYLE):
-        made = [verdict_figure(pooled, verdict, out_dir, synthetic),
-                auc_vs_resolution(pooled, out_dir, synthetic),
-                auc_ratio(comparisons, pooled, out_dir, synthetic) if len(comparisons) else None,
-                architectures(pooled, out_dir, synthetic, labels),
-                tradeoff(summary, out_dir, synthetic)]
+        made = [
+            verdict_figure(pooled, verdict, out_dir, synthetic),
+            auc_vs_resolution(pooled, out_dir, synthetic),
+            auc_ratio(comparisons, pooled, out_dir, synthetic) if len(comparisons) else None,
+            architectures(pooled, out_dir, synthetic, labels),
+            tradeoff(summary, out_dir, synthetic),
+        ]
         by_label: dict[str, list] = {}
         for g in groups_.values():
             by_label.setdefault(g.label, []).append(g)

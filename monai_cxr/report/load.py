@@ -63,8 +63,7 @@ class Cell:
         """(image_id, label, score) NumPy arrays of one fold, in image_id order, computed once."""
         if fold not in self._arrays:
             p = self.predictions[self.predictions["fold"] == fold]
-            self._arrays[fold] = (p["image_id"].to_numpy(dtype=object), p["label"].to_numpy(),
-                                  p["score"].to_numpy())
+            self._arrays[fold] = (p["image_id"].to_numpy(dtype=object), p["label"].to_numpy(), p["score"].to_numpy())
         return self._arrays[fold]
 
     @property
@@ -123,8 +122,7 @@ def read_predictions(path: Path):
     frame = _read_table(path)
     absent = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if absent:
-        raise CxrError(f"{path} lacks column(s) {', '.join(absent)}; "
-                       f"expected {', '.join(PREDICTION_COLUMNS)}, fold")
+        raise CxrError(f"{path} lacks column(s) {', '.join(absent)}; expected {', '.join(PREDICTION_COLUMNS)}, fold")
     has_fold = "fold" in frame.columns
     if not has_fold:
         frame["fold"] = "val"
@@ -159,8 +157,10 @@ class Truth:
             if not path.is_file():
                 raise CxrError(f"{path} not found; the report checks every cell's predictions against it")
         self.index, split = _read_table(data / "index.csv"), _read_table(data / "split.csv")
-        for path, frame, cols in ((data / "index.csv", self.index, ("image_id",)),
-                                  (data / "split.csv", split, ("image_id", "fold"))):
+        for path, frame, cols in (
+            (data / "index.csv", self.index, ("image_id",)),
+            (data / "split.csv", split, ("image_id", "fold")),
+        ):
             absent = [c for c in cols if c not in frame.columns]
             if absent:
                 raise CxrError(f"{path} lacks column {absent[0]}")
@@ -176,9 +176,12 @@ class Truth:
             truth = pd.to_numeric(self.index[label], errors="coerce")
             known = truth.isin([0, 1])
             self._cache[label] = {
-                f: pd.Series(truth[known & (self.fold == f)].astype(int).to_numpy(),
-                             index=self.index["image_id"][known & (self.fold == f)].to_numpy())
-                for f in SCORED_FOLDS}
+                f: pd.Series(
+                    truth[known & (self.fold == f)].astype(int).to_numpy(),
+                    index=self.index["image_id"][known & (self.fold == f)].to_numpy(),
+                )
+                for f in SCORED_FOLDS
+            }
         return self._cache[label]
 
 
@@ -191,21 +194,27 @@ def check_predictions(path: Path, frame, label: str, expected: dict, has_fold: b
     for fold in folds:  # an image that does not belong (e.g. in the wrong fold) says more than a gap
         extra = sorted(set(frame.loc[frame["fold"] == fold, "image_id"]) - set(expected[fold].index))
         if extra:
-            raise CxrError(f"{path}: image {extra[0]!r} is not a {fold} image of label {label!r} "
-                           f"in data/split.csv and data/index.csv")
+            raise CxrError(
+                f"{path}: image {extra[0]!r} is not a {fold} image of label {label!r} "
+                f"in data/split.csv and data/index.csv"
+            )
     for fold in folds:
         got = frame[frame["fold"] == fold]
         want = expected[fold]
         absent = sorted(set(want.index) - set(got["image_id"]))
         if absent:
-            raise CxrError(f"{path} has {len(got)} {fold} row(s) but data/split.csv has {len(want)} {fold} "
-                           f"image(s) of label {label!r}; first missing: {absent[0]!r} (truncated or stale: "
-                           "rerun the cell)")
+            raise CxrError(
+                f"{path} has {len(got)} {fold} row(s) but data/split.csv has {len(want)} {fold} "
+                f"image(s) of label {label!r}; first missing: {absent[0]!r} (truncated or stale: "
+                "rerun the cell)"
+            )
         wrong = got["label"].to_numpy() != want.loc[got["image_id"]].to_numpy()
         if wrong.any():
             row = got[wrong].iloc[0]
-            raise CxrError(f"{path}: image {row['image_id']!r} has label {row['label']} but data/index.csv "
-                           f"says {want[row['image_id']]} for {label!r}")
+            raise CxrError(
+                f"{path}: image {row['image_id']!r} has label {row['label']} but data/index.csv "
+                f"says {want[row['image_id']]} for {label!r}"
+            )
 
 
 def _read_cell(folder: Path) -> list[Cell]:
@@ -214,8 +223,17 @@ def _read_cell(folder: Path) -> list[Cell]:
     A multi-label cell gives one :class:`Cell` per finding (``task="multilabel"``, sharing folder and record).
     """
     if not (folder / "cell.json").is_file():
-        return [Cell(name=folder.name, label="", arch="", resolution=0, seed=0, path=folder,
-                     reason="not generated (no cell.json)")]
+        return [
+            Cell(
+                name=folder.name,
+                label="",
+                arch="",
+                resolution=0,
+                seed=0,
+                path=folder,
+                reason="not generated (no cell.json)",
+            )
+        ]
     info = _read_json(folder / "cell.json")
     multilabel = info.get("task") == "multilabel"
     absent = [k for k in (MULTILABEL_KEYS if multilabel else CELL_KEYS) if k not in info]
@@ -224,14 +242,25 @@ def _read_cell(folder: Path) -> list[Cell]:
     try:
         resolution, seed = int(info["resolution"]), int(info["seed"])
     except (TypeError, ValueError):
-        raise CxrError(f"{folder / 'cell.json'}: resolution and seed must be integers, got "
-                       f"{info['resolution']!r} and {info['seed']!r}") from None
+        raise CxrError(
+            f"{folder / 'cell.json'}: resolution and seed must be integers, got "
+            f"{info['resolution']!r} and {info['seed']!r}"
+        ) from None
     if multilabel and (not isinstance(info["labels"], list) or not info["labels"]):
         raise CxrError(f"{folder / 'cell.json'}: labels must be a non-empty list, got {info['labels']!r}")
     labels = [str(x) for x in info["labels"]] if multilabel else [str(info["label"])]
-    cells = [Cell(name=f"{folder.name}/{label_slug(label)}" if multilabel else folder.name, label=label,
-                  arch=str(info["arch"]), resolution=resolution, seed=seed, path=folder,
-                  task="multilabel" if multilabel else "binary") for label in labels]
+    cells = [
+        Cell(
+            name=f"{folder.name}/{label_slug(label)}" if multilabel else folder.name,
+            label=label,
+            arch=str(info["arch"]),
+            resolution=resolution,
+            seed=seed,
+            path=folder,
+            task="multilabel" if multilabel else "binary",
+        )
+        for label in labels
+    ]
     reason, run = "", None
     if not (folder / "run.json").exists():
         reason = "not run yet (no run.json)"
@@ -247,8 +276,9 @@ def _read_cell(folder: Path) -> list[Cell]:
 def _by_finding(path: Path, frame, cells: list[Cell]) -> dict:
     """A multi-label cell's predictions split by finding (each as a binary cell's would be)."""
     if "finding" not in frame.columns:
-        raise CxrError(f"{path} lacks column finding; a multi-label cell's predictions have one row per image "
-                       f"and finding")
+        raise CxrError(
+            f"{path} lacks column finding; a multi-label cell's predictions have one row per image and finding"
+        )
     findings = frame["finding"].astype(str)
     known = {c.label for c in cells}
     other = sorted(set(findings) - known)
@@ -267,8 +297,10 @@ def grid_cells(path: Path, settings: dict) -> list[str]:
     grid = settings.get("grid")
     cells = grid.get("cells") if isinstance(grid, dict) else None
     if not cells or not isinstance(cells, list):
-        raise CxrError(f"{path / 'study.json'} has no generated grid (grid.cells); "
-                       f"run `monai-cxr generate --study-dir {path}` first")
+        raise CxrError(
+            f"{path / 'study.json'} has no generated grid (grid.cells); "
+            f"run `monai-cxr generate --study-dir {path}` first"
+        )
     return [str(c) for c in cells]
 
 
@@ -298,15 +330,23 @@ def load_study(study_dir) -> Study:
         parts = _by_finding(pred_path, frame, cells) if cells[0].task == "multilabel" else {cells[0].label: frame}
         for cell in cells:
             cell.predictions = parts[cell.label]
-            check_predictions(pred_path, cell.predictions, cell.label, truth.expected(cell.label, pred_path),
-                              cell.predictions.attrs["has_fold"])
+            check_predictions(
+                pred_path,
+                cell.predictions,
+                cell.label,
+                truth.expected(cell.label, pred_path),
+                cell.predictions.attrs["has_fold"],
+            )
             study.finished.append(cell)
     listed = set(names)
-    study.ignored = sorted(p.name for p in bundles.iterdir() if p.is_dir() and p.name not in listed) \
-        if bundles.is_dir() else []
+    study.ignored = (
+        sorted(p.name for p in bundles.iterdir() if p.is_dir() and p.name not in listed) if bundles.is_dir() else []
+    )
     if not study.finished:
-        raise CxrError(f"no finished cell in {bundles} ({len(names)} in the grid, none has run.json); "
-                       f"run `monai-cxr run --study-dir {path}` first")
+        raise CxrError(
+            f"no finished cell in {bundles} ({len(names)} in the grid, none has run.json); "
+            f"run `monai-cxr run --study-dir {path}` first"
+        )
     keys = [c.key for c in study.finished]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)

@@ -16,8 +16,10 @@ import pandas as pd
 
 from monai_cxr.stats import pooled_difference
 
-CITATION = ("Sabottke CF, Spieler BM. The Effect of Image Resolution on Deep Learning in Radiography. "
-            "Radiol Artif Intell 2020;2(1):e190015. doi:10.1148/ryai.2019190015")
+CITATION = (
+    "Sabottke CF, Spieler BM. The Effect of Image Resolution on Deep Learning in Radiography. "
+    "Radiol Artif Intell 2020;2(1):e190015. doi:10.1148/ryai.2019190015"
+)
 SHORT_CITATION = "Sabottke & Spieler (2020)"
 Z95 = 1.959964
 
@@ -46,9 +48,28 @@ PUBLISHED = (
 )
 
 PAPER_COLUMNS = [
-    "label", "task", "arch", "fold", "n_seeds_low", "n_seeds_high", "resolution_low", "resolution_high",
-    "auc_low", "auc_low_se", "auc_high", "auc_high_se", "ratio", "ratio_se", "ratio_ci_low", "ratio_ci_high",
-    "paper_auc_low", "paper_auc_high", "paper_ratio", "paper_ratio_sd", "paper_ratio_low", "paper_ratio_high",
+    "label",
+    "task",
+    "arch",
+    "fold",
+    "n_seeds_low",
+    "n_seeds_high",
+    "resolution_low",
+    "resolution_high",
+    "auc_low",
+    "auc_low_se",
+    "auc_high",
+    "auc_high_se",
+    "ratio",
+    "ratio_se",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "paper_auc_low",
+    "paper_auc_high",
+    "paper_ratio",
+    "paper_ratio_sd",
+    "paper_ratio_low",
+    "paper_ratio_high",
     "within",
 ]
 
@@ -76,13 +97,31 @@ def paper_table(groups: dict, level: float = 0.95):
         lo_se, hi_se = (group.pooled[r].auc_se for r in (pub.low, pub.high))
         low, high = pub.ratio - Z95 * pub.ratio_sd, pub.ratio + Z95 * pub.ratio_sd
         within = bool(d.ratio_ci_low <= high and d.ratio_ci_high >= low) if not math.isnan(d.ratio) else None
-        rows.append({
-            "label": label, "task": group.task, "arch": arch, "fold": group.fold, "n_seeds_low": d.n_seeds_a,
-            "n_seeds_high": d.n_seeds_b, "resolution_low": pub.low, "resolution_high": pub.high,
-            "auc_low": d.auc_a, "auc_low_se": lo_se, "auc_high": d.auc_b, "auc_high_se": hi_se,
-            "ratio": d.ratio, "ratio_se": d.ratio_se, "ratio_ci_low": d.ratio_ci_low,
-            "ratio_ci_high": d.ratio_ci_high, "paper_auc_low": pub.auc_low, "paper_auc_high": pub.auc_high,
-            "paper_ratio": pub.ratio, "paper_ratio_sd": pub.ratio_sd, "paper_ratio_low": low,
-            "paper_ratio_high": high, "within": within,
-        })
+        rows.append(
+            {
+                "label": label,
+                "task": group.task,
+                "arch": arch,
+                "fold": group.fold,
+                "n_seeds_low": d.n_seeds_a,
+                "n_seeds_high": d.n_seeds_b,
+                "resolution_low": pub.low,
+                "resolution_high": pub.high,
+                "auc_low": d.auc_a,
+                "auc_low_se": lo_se,
+                "auc_high": d.auc_b,
+                "auc_high_se": hi_se,
+                "ratio": d.ratio,
+                "ratio_se": d.ratio_se,
+                "ratio_ci_low": d.ratio_ci_low,
+                "ratio_ci_high": d.ratio_ci_high,
+                "paper_auc_low": pub.auc_low,
+                "paper_auc_high": pub.auc_high,
+                "paper_ratio": pub.ratio,
+                "paper_ratio_sd": pub.ratio_sd,
+                "paper_ratio_low": low,
+                "paper_ratio_high": high,
+                "within": within,
+            }
+        )
     return pd.DataFrame(rows, columns=PAPER_COLUMNS)

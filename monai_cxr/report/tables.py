@@ -79,27 +79,113 @@ from monai_cxr.stats import (
 )
 
 SUMMARY_COLUMNS = [
-    "label", "task", "arch", "resolution", "seed", "fold", "n_pos", "n_neg", "auc", "auc_se", "auc_ci_low",
-    "auc_ci_high", "val_auc", "youden_threshold", "sensitivity", "specificity", "accuracy_youden",
-    "accuracy_050", "batch_size", "images_per_s", "peak_mem_mb", "train_seconds", "epochs",
-    "best_epoch", "torch_threads", "device", "init", "learning_rate", "note",
+    "label",
+    "task",
+    "arch",
+    "resolution",
+    "seed",
+    "fold",
+    "n_pos",
+    "n_neg",
+    "auc",
+    "auc_se",
+    "auc_ci_low",
+    "auc_ci_high",
+    "val_auc",
+    "youden_threshold",
+    "sensitivity",
+    "specificity",
+    "accuracy_youden",
+    "accuracy_050",
+    "batch_size",
+    "images_per_s",
+    "peak_mem_mb",
+    "train_seconds",
+    "epochs",
+    "best_epoch",
+    "torch_threads",
+    "device",
+    "init",
+    "learning_rate",
+    "note",
 ]
 POOLED_COLUMNS = [
-    "label", "task", "arch", "resolution", "fold", "n_seeds", "seeds", "n_pos", "n_neg", "auc_mean", "auc_sd",
-    "auc_se", "auc_ci_low", "auc_ci_high", "df", "note",
+    "label",
+    "task",
+    "arch",
+    "resolution",
+    "fold",
+    "n_seeds",
+    "seeds",
+    "n_pos",
+    "n_neg",
+    "auc_mean",
+    "auc_sd",
+    "auc_se",
+    "auc_ci_low",
+    "auc_ci_high",
+    "df",
+    "note",
 ]
 COMPARISON_COLUMNS = [
-    "label", "task", "arch", "fold", "resolution_a", "resolution_b", "kind", "n_seeds_a", "n_seeds_b", "n_cases",
-    "auc_a", "auc_b", "diff", "diff_se", "diff_ci_low", "diff_ci_high", "df", "z", "p_value", "p_holm",
-    "ratio", "ratio_se", "ratio_ci_low", "ratio_ci_high",
+    "label",
+    "task",
+    "arch",
+    "fold",
+    "resolution_a",
+    "resolution_b",
+    "kind",
+    "n_seeds_a",
+    "n_seeds_b",
+    "n_cases",
+    "auc_a",
+    "auc_b",
+    "diff",
+    "diff_se",
+    "diff_ci_low",
+    "diff_ci_high",
+    "df",
+    "z",
+    "p_value",
+    "p_holm",
+    "ratio",
+    "ratio_se",
+    "ratio_ci_low",
+    "ratio_ci_high",
 ]
 VERDICT_COLUMNS = [
-    "label", "task", "arch", "fold", "n_seeds", "resolutions", "best_resolution", "auc_best", "auc_best_se",
-    "sufficient_resolution", "auc_sufficient", "auc_sufficient_se", "diff", "diff_se", "margin", "alpha",
-    "p_value", "p_holm", "non_inferior", "note",
+    "label",
+    "task",
+    "arch",
+    "fold",
+    "n_seeds",
+    "resolutions",
+    "best_resolution",
+    "auc_best",
+    "auc_best_se",
+    "sufficient_resolution",
+    "auc_sufficient",
+    "auc_sufficient_se",
+    "diff",
+    "diff_se",
+    "margin",
+    "alpha",
+    "p_value",
+    "p_holm",
+    "non_inferior",
+    "note",
 ]
-RUN_FIELDS = ("batch_size", "images_per_s", "peak_mem_mb", "train_seconds", "epochs",
-              "best_epoch", "torch_threads", "device", "learning_rate")
+RUN_FIELDS = (
+    "batch_size",
+    "images_per_s",
+    "peak_mem_mb",
+    "train_seconds",
+    "epochs",
+    "best_epoch",
+    "torch_threads",
+    "device",
+    "learning_rate",
+)
 DEFAULT_REFERENCE = 320
 DEFAULT_MARGIN = 0.02
 
@@ -159,18 +245,30 @@ def cell_metrics(cell: Cell, fold: str, level: float = 0.95) -> dict:
     _, y, s = cell.arrays(fold)
     n_pos = int(y.sum())
     note = usable(y)
-    out = {"fold": fold, "n_pos": n_pos, "n_neg": len(y) - n_pos, "auc": math.nan, "auc_se": math.nan,
-           "auc_ci_low": math.nan, "auc_ci_high": math.nan, "val_auc": math.nan,
-           "youden_threshold": math.nan, "sensitivity": math.nan, "specificity": math.nan,
-           "accuracy_youden": math.nan, "accuracy_050": float(np.mean((s >= 0.5) == y)) if len(y) else math.nan,
-           "note": f"{fold}: {note}" if note else ""}
+    out = {
+        "fold": fold,
+        "n_pos": n_pos,
+        "n_neg": len(y) - n_pos,
+        "auc": math.nan,
+        "auc_se": math.nan,
+        "auc_ci_low": math.nan,
+        "auc_ci_high": math.nan,
+        "val_auc": math.nan,
+        "youden_threshold": math.nan,
+        "sensitivity": math.nan,
+        "specificity": math.nan,
+        "accuracy_youden": math.nan,
+        "accuracy_050": float(np.mean((s >= 0.5) == y)) if len(y) else math.nan,
+        "note": f"{fold}: {note}" if note else "",
+    }
     if 0 < n_pos < len(y):
         if note:  # both classes, but too few for DeLong: the AUC alone
             out["auc"] = float(roc_auc_score(y, s))
         else:
             r = delong(y, s, level=level)
-            out.update(auc=float(r.auc[0]), auc_se=float(r.se[0]), auc_ci_low=float(r.ci[0, 0]),
-                       auc_ci_high=float(r.ci[0, 1]))
+            out.update(
+                auc=float(r.auc[0]), auc_se=float(r.se[0]), auc_ci_low=float(r.ci[0, 0]), auc_ci_high=float(r.ci[0, 1])
+            )
     _, yv, sv = cell.arrays("val")
     if 0 < yv.sum() < len(yv):
         out["val_auc"] = float(roc_auc_score(yv, sv))
@@ -189,8 +287,13 @@ def summary_table(study: Study, level: float = 0.95):
     """One row per finished cell, sorted by label, arch, seed, resolution."""
     rows = []
     for cell in study.finished:
-        row = {"label": cell.label, "task": cell.task, "arch": cell.arch, "resolution": cell.resolution,
-               "seed": cell.seed}
+        row = {
+            "label": cell.label,
+            "task": cell.task,
+            "arch": cell.arch,
+            "resolution": cell.resolution,
+            "seed": cell.seed,
+        }
         row.update(cell_metrics(cell, study.folds[cell.label], level))
         row.update({k: cell.run.get(k) for k in RUN_FIELDS})
         row["init"] = init_source(cell.run)
@@ -229,14 +332,18 @@ def groups(study: Study, level: float = 0.95) -> dict:
     for cell in sorted(study.finished, key=lambda c: (c.label, c.task, c.arch, c.resolution, c.seed)):
         fold = study.folds[cell.label]
         ids, y, s = cell.arrays(fold)
-        group = out.setdefault((cell.label, cell.task, cell.arch),
-                               Group(cell.label, cell.arch, fold, ids, y, task=cell.task))
+        group = out.setdefault(
+            (cell.label, cell.task, cell.arch), Group(cell.label, cell.arch, fold, ids, y, task=cell.task)
+        )
         if not (np.array_equal(ids, group.ids) and np.array_equal(y, group.y)):  # load checked both
-            raise CxrError(f"cell {cell.name} was scored on other {fold} images than the rest of "
-                           f"{cell.label!r} x {group.shown_arch}")
+            raise CxrError(
+                f"cell {cell.name} was scored on other {fold} images than the rest of "
+                f"{cell.label!r} x {group.shown_arch}"
+            )
         group.seeds.setdefault(cell.resolution, []).append(cell.seed)
-        group.scores[cell.resolution] = np.vstack([group.scores[cell.resolution], s]) \
-            if cell.resolution in group.scores else s[None, :]
+        group.scores[cell.resolution] = (
+            np.vstack([group.scores[cell.resolution], s]) if cell.resolution in group.scores else s[None, :]
+        )
     for group in out.values():
         if not group.note:
             group.pooled = {r: pool_seeds(group.y, block, level=level) for r, block in group.scores.items()}
@@ -248,14 +355,28 @@ def pooled_table(groups_: dict):
     rows = []
     for g in groups_.values():
         for r in sorted(g.scores):
-            row = {"label": g.label, "task": g.task, "arch": g.arch, "resolution": r, "fold": g.fold,
-                   "n_seeds": len(g.seeds[r]),
-                   "seeds": " ".join(map(str, g.seeds[r])), "n_pos": int(g.y.sum()),
-                   "n_neg": int(len(g.y) - g.y.sum()), "note": g.note}
+            row = {
+                "label": g.label,
+                "task": g.task,
+                "arch": g.arch,
+                "resolution": r,
+                "fold": g.fold,
+                "n_seeds": len(g.seeds[r]),
+                "seeds": " ".join(map(str, g.seeds[r])),
+                "n_pos": int(g.y.sum()),
+                "n_neg": int(len(g.y) - g.y.sum()),
+                "note": g.note,
+            }
             p = g.pooled.get(r)
             if p is not None:
-                row.update(auc_mean=p.auc_mean, auc_sd=p.auc_sd, auc_se=p.auc_se, auc_ci_low=p.ci_low,
-                           auc_ci_high=p.ci_high, df=p.df)
+                row.update(
+                    auc_mean=p.auc_mean,
+                    auc_sd=p.auc_sd,
+                    auc_se=p.auc_se,
+                    auc_ci_low=p.ci_low,
+                    auc_ci_high=p.ci_high,
+                    df=p.df,
+                )
             rows.append(row)
     return pd.DataFrame(rows, columns=POOLED_COLUMNS)
 
@@ -272,8 +393,10 @@ def check_reference(cells: list[Cell], reference_resolution: int | None) -> None
     if reference_resolution is not None:
         run = sorted({c.resolution for c in cells})
         if reference_resolution not in run:
-            raise CxrError(f"--reference-resolution {reference_resolution} was not run; "
-                           f"finished resolutions: {', '.join(map(str, run))}")
+            raise CxrError(
+                f"--reference-resolution {reference_resolution} was not run; "
+                f"finished resolutions: {', '.join(map(str, run))}"
+            )
 
 
 def pairs_to_test(resolutions: list[int], reference: int) -> list[tuple[int, int, str]]:
@@ -304,13 +427,33 @@ def comparison_table(groups_: dict, reference_resolution: int | None = None, lev
         resolutions = sorted(g.scores)
         for a, b, kind in pairs_to_test(resolutions, reference_for(resolutions, reference_resolution)):
             d = pooled_difference(g.y, g.scores[a], g.scores[b], level=level)
-            rows.append({"label": g.label, "task": g.task, "arch": g.arch, "fold": g.fold, "resolution_a": a,
-                         "resolution_b": b,
-                         "kind": kind, "n_seeds_a": d.n_seeds_a, "n_seeds_b": d.n_seeds_b, "n_cases": len(g.y),
-                         "auc_a": d.auc_a, "auc_b": d.auc_b, "diff": d.diff, "diff_se": d.se,
-                         "diff_ci_low": d.ci_low, "diff_ci_high": d.ci_high, "df": d.df, "z": d.z,
-                         "p_value": d.p_value, "ratio": d.ratio, "ratio_se": d.ratio_se,
-                         "ratio_ci_low": d.ratio_ci_low, "ratio_ci_high": d.ratio_ci_high})
+            rows.append(
+                {
+                    "label": g.label,
+                    "task": g.task,
+                    "arch": g.arch,
+                    "fold": g.fold,
+                    "resolution_a": a,
+                    "resolution_b": b,
+                    "kind": kind,
+                    "n_seeds_a": d.n_seeds_a,
+                    "n_seeds_b": d.n_seeds_b,
+                    "n_cases": len(g.y),
+                    "auc_a": d.auc_a,
+                    "auc_b": d.auc_b,
+                    "diff": d.diff,
+                    "diff_se": d.se,
+                    "diff_ci_low": d.ci_low,
+                    "diff_ci_high": d.ci_high,
+                    "df": d.df,
+                    "z": d.z,
+                    "p_value": d.p_value,
+                    "ratio": d.ratio,
+                    "ratio_se": d.ratio_se,
+                    "ratio_ci_low": d.ratio_ci_low,
+                    "ratio_ci_high": d.ratio_ci_high,
+                }
+            )
     frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     return add_holm(frame) if len(frame) else frame
 
@@ -321,19 +464,34 @@ def verdict_table(groups_: dict, margin: float = DEFAULT_MARGIN, alpha: float = 
     rows = []
     for g in groups_.values():
         resolutions = sorted(g.scores)
-        row = {"label": g.label, "task": g.task, "arch": g.arch, "fold": g.fold,
-               "n_seeds": min(len(s) for s in g.seeds.values()), "resolutions": " ".join(map(str, resolutions)),
-               "margin": margin, "alpha": alpha, "note": g.note}
+        row = {
+            "label": g.label,
+            "task": g.task,
+            "arch": g.arch,
+            "fold": g.fold,
+            "n_seeds": min(len(s) for s in g.seeds.values()),
+            "resolutions": " ".join(map(str, resolutions)),
+            "margin": margin,
+            "alpha": alpha,
+            "note": g.note,
+        }
         if not g.note:
             v = sufficient_resolution(g.y, g.scores, margin=margin, alpha=alpha)
             best, enough = g.pooled[v.best], g.pooled[v.sufficient]
             test = v.tests.get(v.sufficient)
-            row.update(best_resolution=v.best, auc_best=best.auc_mean, auc_best_se=best.auc_se,
-                       sufficient_resolution=v.sufficient, auc_sufficient=enough.auc_mean,
-                       auc_sufficient_se=enough.auc_se, diff=test.diff if test else 0.0,
-                       diff_se=test.se if test else 0.0, p_value=v.p_values[v.sufficient],
-                       p_holm=v.p_holm[v.sufficient],
-                       non_inferior=" ".join(str(r) for r in resolutions if v.p_holm[r] < alpha))
+            row.update(
+                best_resolution=v.best,
+                auc_best=best.auc_mean,
+                auc_best_se=best.auc_se,
+                sufficient_resolution=v.sufficient,
+                auc_sufficient=enough.auc_mean,
+                auc_sufficient_se=enough.auc_se,
+                diff=test.diff if test else 0.0,
+                diff_se=test.se if test else 0.0,
+                p_value=v.p_values[v.sufficient],
+                p_holm=v.p_holm[v.sufficient],
+                non_inferior=" ".join(str(r) for r in resolutions if v.p_holm[r] < alpha),
+            )
         rows.append(row)
     frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     return frame.astype({"best_resolution": "Int64", "sufficient_resolution": "Int64"})

@@ -34,8 +34,7 @@ from monai_cxr.grid.cells import label_slug
 from monai_cxr.report.tables import init_source
 
 # settings a grid can vary, from run.json (what the cell ran) or else study.json's grid
-SETTINGS = {"learning_rate": float, "epochs": int, "batch_size": int, "init": str, "torch_threads": int,
-            "device": str}
+SETTINGS = {"learning_rate": float, "epochs": int, "batch_size": int, "init": str, "torch_threads": int, "device": str}
 EVENTS = "events.out.tfevents.*"
 
 
@@ -57,8 +56,14 @@ def _hparams(cells, grid: dict) -> dict:
     """``{cell name: hparam dict}``; a setting is kept only where every cell gives it one type."""
     out = {}
     for cell in cells:
-        out[cell.name] = {"label": cell.label, "task": cell.task, "arch": cell.arch, "resolution": cell.resolution,
-                          "seed": cell.seed, **_settings(cell, grid)}
+        out[cell.name] = {
+            "label": cell.label,
+            "task": cell.task,
+            "arch": cell.arch,
+            "resolution": cell.resolution,
+            "seed": cell.seed,
+            **_settings(cell, grid),
+        }
     for key in SETTINGS:
         types = {type(h[key]) for h in out.values() if key in h}
         if len(types) > 1:  # mixed types break the dashboard's domain: show them as text
@@ -97,9 +102,13 @@ def write_tensorboard(study, summary, pooled, figures: list, texts: dict, out_di
             row, p = rows.loc[cell.key], pool.loc[(cell.label, cell.task, cell.arch, cell.resolution)]
             # the same metric keys in every session (NaN where undefined): each carries the
             # experiment definition, and the dashboard reads whichever it finds first
-            metrics = {"hparam/auc": _f(row["auc"]), "hparam/auc_se": _f(row["auc_se"]),
-                       "hparam/pooled_auc": _f(p["auc_mean"]), "hparam/pooled_auc_se": _f(p["auc_se"]),
-                       "hparam/pooled_auc_sd": _f(p["auc_sd"])}
+            metrics = {
+                "hparam/auc": _f(row["auc"]),
+                "hparam/auc_se": _f(row["auc_se"]),
+                "hparam/pooled_auc": _f(p["auc_mean"]),
+                "hparam/pooled_auc_se": _f(p["auc_se"]),
+                "hparam/pooled_auc_sd": _f(p["auc_sd"]),
+            }
             writer.add_hparams(hparams[cell.name], metrics, hparam_domain_discrete=domains, run_name=cell.name)
             logs = cell.path / "logs"
             for event in sorted(logs.rglob(EVENTS)) if logs.is_dir() else []:
@@ -110,8 +119,9 @@ def write_tensorboard(study, summary, pooled, figures: list, texts: dict, out_di
         for (label, task, arch), group in rated.groupby(["label", "task", "arch"]):
             name = arch if task == "binary" else f"{arch}-{task}"
             for _, r in group.sort_values("resolution").iterrows():
-                writer.add_scalar(f"auc/{label_slug(label)}/{name}", float(r["auc_mean"]),
-                                  global_step=int(r["resolution"]))
+                writer.add_scalar(
+                    f"auc/{label_slug(label)}/{name}", float(r["auc_mean"]), global_step=int(r["resolution"])
+                )
         for drawn in figures:
             image = mpimg.imread(drawn.png)[..., :3]  # RGBA floats in [0, 1] -> RGB
             writer.add_image(f"figures/{drawn.name}", np.ascontiguousarray(image), dataformats="HWC")

@@ -45,13 +45,25 @@ def bundle_command(cell_dir: Path, python: str | None = None, nproc_per_node: in
     directory (as here) or be passed as ``--bundle_root``. Relative paths keep the command free
     of the study's location, which may hold characters MONAI rewrites (``#``).
     """
-    configs = repr(["configs/train.json", "configs/override.json"]
-                   + (["configs/multi_gpu_train.json"] if nproc_per_node > 1 else []))
+    configs = repr(
+        ["configs/train.json", "configs/override.json"]
+        + (["configs/multi_gpu_train.json"] if nproc_per_node > 1 else [])
+    )
     python = python or sys.executable
     if nproc_per_node <= 1:
         return [python, "-m", "monai.bundle", "run", "--config_file", configs]
-    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc_per_node)}",
-            "-m", "monai.bundle", "run", "--config_file", configs]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={int(nproc_per_node)}",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        configs,
+    ]
 
 
 def guarded(command: list[str], python: str | None = None) -> list[str]:
@@ -85,8 +97,7 @@ class CellOutcome:
     host: str = ""
 
 
-def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int = 1,
-             on_start=None) -> CellOutcome:
+def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int = 1, on_start=None) -> CellOutcome:
     """Run one cell in its own process (blocking) unless it is finished or locked by another run.
 
     Args:
@@ -111,9 +122,15 @@ def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int 
         env.setdefault("OMP_NUM_THREADS", str(max(1, int(threads))))
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log, "a" if resume else "w") as out:
-            proc = subprocess.Popen(guarded(bundle_command(cell_dir, nproc_per_node=nproc_per_node)), stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cell_dir, env=env,
-                                    pass_fds=(fd,))
+            proc = subprocess.Popen(
+                guarded(bundle_command(cell_dir, nproc_per_node=nproc_per_node)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cell_dir,
+                env=env,
+                pass_fds=(fd,),
+            )
         try:
             if on_start is not None:
                 on_start(proc)

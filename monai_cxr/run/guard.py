@@ -22,6 +22,7 @@ runs COMMAND and stops it on those signals, but a SIGKILL of the parent orphans 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -89,10 +90,8 @@ def _reap() -> None:
 
 
 def _signal(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def stop_all(grace: float = GRACE) -> None:
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + signal.SIGTERM
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         # close_fds=False: COMMAND keeps the lock; preexec_fn is safe, the guard has one thread
-        child = subprocess.Popen(command, close_fds=False, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        child = subprocess.Popen(command, close_fds=False, preexec_fn=_die_with_parent)
         while True:
             pid, status = os.waitpid(-1, 0)  # also reaps orphans re-parented here
             if pid == child.pid:

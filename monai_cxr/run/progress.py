@@ -47,8 +47,14 @@ class StudyProgress:
         clock: seconds, monotonic (a parameter so tests need not wait).
     """
 
-    def __init__(self, costs: dict[str, float], total: int, done: int = 0, slots: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        costs: dict[str, float],
+        total: int,
+        done: int = 0,
+        slots: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.costs = dict(costs)
         self.total = total
         self.done = done
@@ -92,8 +98,10 @@ class StudyProgress:
         now = self.clock()
         if self.slots and self.timed_cost > 0:
             rate = self.timed_cost / self.timed_seconds  # cost per slot-second
-            left = sum(max(0.0, cost - rate * (now - self.started[name])) if name in self.started else cost
-                       for name, cost in self.costs.items())
+            left = sum(
+                max(0.0, cost - rate * (now - self.started[name])) if name in self.started else cost
+                for name, cost in self.costs.items()
+            )
             return left / (rate * min(self.slots, len(self.costs)))
         elapsed = now - self.start
         if self.cost_done <= 0 or elapsed <= 0:

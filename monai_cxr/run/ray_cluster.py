@@ -39,13 +39,25 @@ def start_ray(address: str | None = None, num_cpus: int | None = None):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                 _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
     return ray
 
 
-def ray_outcomes(cell_paths: list[Path], jobs: int | None = None, address: str | None = None,
-                 gpus_per_cell: float | None = None, cpus_per_cell: float = 1, nproc_per_node: int = 1):
+def ray_outcomes(
+    cell_paths: list[Path],
+    jobs: int | None = None,
+    address: str | None = None,
+    gpus_per_cell: float | None = None,
+    cpus_per_cell: float = 1,
+    nproc_per_node: int = 1,
+):
     """Run the cells as Ray tasks, at most ``jobs`` at a time; yield their outcomes as they end.
 
     The Ray started here is shut down at the end; a cluster given by ``address`` is only
@@ -54,16 +66,20 @@ def ray_outcomes(cell_paths: list[Path], jobs: int | None = None, address: str |
     if not cell_paths:
         return
     if nproc_per_node > 1 and gpus_per_cell and gpus_per_cell != nproc_per_node:
-        raise CxrError(f"--gpus-per-cell {gpus_per_cell} differs from --nproc-per-node {nproc_per_node}; "
-                       f"a multi-GPU cell runs one process per GPU")
+        raise CxrError(
+            f"--gpus-per-cell {gpus_per_cell} differs from --nproc-per-node {nproc_per_node}; "
+            f"a multi-GPU cell runs one process per GPU"
+        )
     owned = not _import_ray().is_initialized()  # a Ray the caller set up stays up
     ray = start_ray(address)
     try:
         if gpus_per_cell is None:
             gpus_per_cell = nproc_per_node if ray.cluster_resources().get("GPU", 0) > 0 else 0
         threads = max(1, int(cpus_per_cell // nproc_per_node) or 1)
-        log.info(f"ray: {len(cell_paths)} cells, {gpus_per_cell:g} GPU and {cpus_per_cell:g} CPU each "
-             f"(cluster: {_resources(ray)})")
+        log.info(
+            f"ray: {len(cell_paths)} cells, {gpus_per_cell:g} GPU and {cpus_per_cell:g} CPU each "
+            f"(cluster: {_resources(ray)})"
+        )
         task = ray.remote(run_cell).options(num_gpus=gpus_per_cell, num_cpus=cpus_per_cell, max_retries=0)
         queue = [str(path) for path in cell_paths]
         running = []

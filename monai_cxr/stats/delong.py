@@ -161,18 +161,40 @@ class DeLongResult:
         if len(names) != k:
             raise CxrError(f"{len(names)} names given for {k} models")
         ci = self.ci
-        scores = [{"name": names[i], "auc": self.auc[i], "var": self.var[i], "se": self.se[i],
-                   "ci_low": ci[i, 0], "ci_high": ci[i, 1]} for i in range(k)]
+        scores = [
+            {
+                "name": names[i],
+                "auc": self.auc[i],
+                "var": self.var[i],
+                "se": self.se[i],
+                "ci_low": ci[i, 0],
+                "ci_high": ci[i, 1],
+            }
+            for i in range(k)
+        ]
         comps = [self.compare(i, j) for i in range(k) for j in range(i + 1, k)]
         adjusted = holm([c.p_value for c in comps])
-        pairs = [{"a": names[c.a], "b": names[c.b], "cov": c.cov, "diff": c.diff, "se": c.se,
-                  "ci_low": c.ci_low, "ci_high": c.ci_high, "z": c.z, "p_value": c.p_value,
-                  "p_holm": p_holm, "ratio": c.ratio, "ratio_se": c.ratio_se,
-                  "ratio_ci_low": c.ratio_ci_low, "ratio_ci_high": c.ratio_ci_high}
-                 for c, p_holm in zip(comps, adjusted)]
+        pairs = [
+            {
+                "a": names[c.a],
+                "b": names[c.b],
+                "cov": c.cov,
+                "diff": c.diff,
+                "se": c.se,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "z": c.z,
+                "p_value": c.p_value,
+                "p_holm": p_holm,
+                "ratio": c.ratio,
+                "ratio_se": c.ratio_se,
+                "ratio_ci_low": c.ratio_ci_low,
+                "ratio_ci_high": c.ratio_ci_high,
+            }
+            for c, p_holm in zip(comps, adjusted)
+        ]
         clean = [{key: _json_number(v) for key, v in row.items()} for row in scores + pairs]
-        return {"level": self.level, "n_pos": self.n_pos, "n_neg": self.n_neg,
-                "scores": clean[:k], "pairs": clean[k:]}
+        return {"level": self.level, "n_pos": self.n_pos, "n_neg": self.n_neg, "scores": clean[:k], "pairs": clean[k:]}
 
 
 def delong(y_true, scores, level: float = 0.95) -> DeLongResult:
@@ -438,16 +460,26 @@ def _comparison(a, b, auc_a, auc_b, var_a, var_b, cov_ab, level, df=math.inf) ->
         crit, p = float(-stdtrit(df, (1.0 - level) / 2.0)), float(2.0 * stdtr(df, -abs(z)))
     if auc_b > 0:
         ratio = auc_a / auc_b
-        ratio_var = (var_a / auc_b**2 + auc_a**2 * var_b / auc_b**4
-                     - 2.0 * auc_a * cov_ab / auc_b**3)
+        ratio_var = var_a / auc_b**2 + auc_a**2 * var_b / auc_b**4 - 2.0 * auc_a * cov_ab / auc_b**3
         ratio_se = math.sqrt(max(ratio_var, 0.0))
     else:  # undefined, not an error: the difference and its test still stand
         ratio = ratio_se = math.nan
     return PairedComparison(
-        a=a, b=b, diff=diff, se=se, ci_low=diff - crit * se, ci_high=diff + crit * se,
-        z=z, p_value=p, cov=cov_ab, ratio=ratio, ratio_se=ratio_se,
-        ratio_ci_low=ratio - crit * ratio_se, ratio_ci_high=ratio + crit * ratio_se,
-        level=level, df=df,
+        a=a,
+        b=b,
+        diff=diff,
+        se=se,
+        ci_low=diff - crit * se,
+        ci_high=diff + crit * se,
+        z=z,
+        p_value=p,
+        cov=cov_ab,
+        ratio=ratio,
+        ratio_se=ratio_se,
+        ratio_ci_low=ratio - crit * ratio_se,
+        ratio_ci_high=ratio + crit * ratio_se,
+        level=level,
+        df=df,
     )
 
 
@@ -488,11 +520,12 @@ def _check_truth(y_true) -> np.ndarray:
     n_pos = int(np.count_nonzero(y))
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise CxrError(f"y_true holds a single class ({n_pos} positive, {n_neg} negative cases): "
-                       "the AUC needs both")
+        raise CxrError(f"y_true holds a single class ({n_pos} positive, {n_neg} negative cases): the AUC needs both")
     if n_pos < 2 or n_neg < 2:
-        raise CxrError(f"DeLong's covariance needs at least 2 positive and 2 negative cases, "
-                       f"got {n_pos} positive and {n_neg} negative")
+        raise CxrError(
+            f"DeLong's covariance needs at least 2 positive and 2 negative cases, "
+            f"got {n_pos} positive and {n_neg} negative"
+        )
     return y
 
 
@@ -500,8 +533,9 @@ def _check_scores(scores, n: int) -> np.ndarray:
     try:
         s = np.asarray(scores)
     except ValueError:  # ragged rows
-        raise CxrError(f"scores must have shape ({n},) or (k, {n}) to match y_true; "
-                       "its rows differ in length") from None
+        raise CxrError(
+            f"scores must have shape ({n},) or (k, {n}) to match y_true; its rows differ in length"
+        ) from None
     if s.dtype.kind == "b":
         s = s.astype(np.uint8)
     elif s.dtype.kind not in "iuf":
@@ -512,16 +546,17 @@ def _check_scores(scores, n: int) -> np.ndarray:
     if s.ndim == 1:
         s = s[None, :]
     if s.ndim != 2 or s.shape[1] != n:
-        raise CxrError(f"scores must have shape ({n},) or (k, {n}) to match y_true, "
-                       f"got shape {np.shape(scores)}")
+        raise CxrError(f"scores must have shape ({n},) or (k, {n}) to match y_true, got shape {np.shape(scores)}")
     if s.shape[0] == 0:
         raise CxrError("scores hold no model (shape (0, n))")
     if s.dtype.kind == "f":
         finite = np.isfinite(s)
         if not finite.all():
             rows = np.flatnonzero(~finite.all(axis=1)).tolist()
-            raise CxrError(f"scores hold {int((~finite).sum())} NaN or infinite values "
-                           f"(model rows {rows}); all scores must be finite")
+            raise CxrError(
+                f"scores hold {int((~finite).sum())} NaN or infinite values "
+                f"(model rows {rows}); all scores must be finite"
+            )
     return s
 
 

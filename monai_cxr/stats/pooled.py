@@ -331,8 +331,9 @@ def non_inferiority(y_true, scores_best, scores_r, margin: float = 0.02, referen
     return _non_inferiority(pooled_difference(y_true, scores_best, scores_r, reference=reference), margin)
 
 
-def sufficient_resolution(y_true, scores_by_resolution, margin: float = 0.02, alpha: float = 0.05,
-                          reference: str = "t") -> SufficientResolution:
+def sufficient_resolution(
+    y_true, scores_by_resolution, margin: float = 0.02, alpha: float = 0.05, reference: str = "t"
+) -> SufficientResolution:
     """The smallest resolution whose pooled AUC is non-inferior to the best one, Holm-adjusted.
 
     Parameters
@@ -363,8 +364,10 @@ def sufficient_resolution(y_true, scores_by_resolution, margin: float = 0.02, al
     alpha = _check_unit(alpha, "alpha")
     y = _check_truth(y_true)
     if not isinstance(scores_by_resolution, dict) or not scores_by_resolution:
-        raise CxrError("scores_by_resolution must be a non-empty dict of resolution -> (S, n) scores, "
-                       f"got {type(scores_by_resolution).__name__} {_short(scores_by_resolution)}")
+        raise CxrError(
+            "scores_by_resolution must be a non-empty dict of resolution -> (S, n) scores, "
+            f"got {type(scores_by_resolution).__name__} {_short(scores_by_resolution)}"
+        )
     for r in scores_by_resolution:
         if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
             raise CxrError(f"resolutions must be positive integers, got {r!r}")
@@ -374,8 +377,9 @@ def sufficient_resolution(y_true, scores_by_resolution, margin: float = 0.02, al
     edges = np.cumsum([0] + [len(blocks[r]) for r in resolutions])
     rows = {r: np.arange(edges[i], edges[i + 1]) for i, r in enumerate(resolutions)}
 
-    pooled = {r: _pooled_auc(res.auc[rows[r]], res.cov[np.ix_(rows[r], rows[r])], res.level, reference)
-              for r in resolutions}
+    pooled = {
+        r: _pooled_auc(res.auc[rows[r]], res.cov[np.ix_(rows[r], rows[r])], res.level, reference) for r in resolutions
+    }
     best = max(resolutions, key=lambda r: (pooled[r].auc_mean, -r))  # ties: the lower resolution
     others = [r for r in resolutions if r != best]
     tests = {}
@@ -388,9 +392,17 @@ def sufficient_resolution(y_true, scores_by_resolution, margin: float = 0.02, al
     p_holm = dict.fromkeys(resolutions, math.nan)
     p_holm.update(zip(others, map(float, holm([p_values[r] for r in others])), strict=True))
     sufficient = min([best] + [r for r in others if p_holm[r] < alpha])
-    return SufficientResolution(best=int(best), sufficient=int(sufficient), resolutions=[int(r) for r in resolutions],
-                                pooled=pooled, tests=tests, p_values=p_values, p_holm=p_holm, margin=margin,
-                                alpha=alpha)
+    return SufficientResolution(
+        best=int(best),
+        sufficient=int(sufficient),
+        resolutions=[int(r) for r in resolutions],
+        pooled=pooled,
+        tests=tests,
+        p_values=p_values,
+        p_holm=p_holm,
+        margin=margin,
+        alpha=alpha,
+    )
 
 
 # ------------------------------------------------------------------------- internals
@@ -417,10 +429,20 @@ def _pooled_auc(auc, cov, level, reference) -> PooledAUC:
     se = math.sqrt(var)
     crit = _crit(level, df, reference)
     tau2 = max(s2 - (float(np.trace(cov)) / k - case), 0.0) if k > 1 else math.nan
-    return PooledAUC(aucs=np.array(auc, dtype=np.float64), n_seeds=k, auc_mean=mean,
-                     auc_sd=math.sqrt(s2) if k > 1 else math.nan, auc_se=se, var_shared=shared, tau2=tau2,
-                     df=df, ci_low=max(mean - crit * se, 0.0), ci_high=min(mean + crit * se, 1.0), level=level,
-                     reference=reference)
+    return PooledAUC(
+        aucs=np.array(auc, dtype=np.float64),
+        n_seeds=k,
+        auc_mean=mean,
+        auc_sd=math.sqrt(s2) if k > 1 else math.nan,
+        auc_se=se,
+        var_shared=shared,
+        tau2=tau2,
+        df=df,
+        ci_low=max(mean - crit * se, 0.0),
+        ci_high=min(mean + crit * se, 1.0),
+        level=level,
+        reference=reference,
+    )
 
 
 def _difference(auc, cov, k_a, level, reference) -> PooledDifference:
@@ -447,17 +469,41 @@ def _difference(auc, cov, k_a, level, reference) -> PooledDifference:
     else:  # undefined, not an error: the difference still stands
         ratio = ratio_se = ratio_df = ratio_crit = math.nan
     return PooledDifference(
-        n_seeds_a=k_a, n_seeds_b=k_b, auc_a=mean_a, auc_b=mean_b, diff=diff, se=se, z=z,
-        p_value=2.0 * _cdf(-abs(z), df, reference), ci_low=diff - crit * se, ci_high=diff + crit * se, df=df,
-        cov=cov_ab, ratio=ratio, ratio_se=ratio_se, ratio_ci_low=ratio - ratio_crit * ratio_se,
-        ratio_ci_high=ratio + ratio_crit * ratio_se, ratio_df=ratio_df, level=level, reference=reference,
+        n_seeds_a=k_a,
+        n_seeds_b=k_b,
+        auc_a=mean_a,
+        auc_b=mean_b,
+        diff=diff,
+        se=se,
+        z=z,
+        p_value=2.0 * _cdf(-abs(z), df, reference),
+        ci_low=diff - crit * se,
+        ci_high=diff + crit * se,
+        df=df,
+        cov=cov_ab,
+        ratio=ratio,
+        ratio_se=ratio_se,
+        ratio_ci_low=ratio - ratio_crit * ratio_se,
+        ratio_ci_high=ratio + ratio_crit * ratio_se,
+        ratio_df=ratio_df,
+        level=level,
+        reference=reference,
     )
 
 
 def _non_inferiority(diff: PooledDifference, margin: float) -> NonInferiority:
     z = _ratio_or_sign(diff.diff - margin, diff.se)
-    return NonInferiority(auc_best=diff.auc_a, auc_r=diff.auc_b, diff=diff.diff, se=diff.se, margin=margin, z=z,
-                          p_value=_cdf(z, diff.df, diff.reference), df=diff.df, reference=diff.reference)
+    return NonInferiority(
+        auc_best=diff.auc_a,
+        auc_r=diff.auc_b,
+        diff=diff.diff,
+        se=diff.se,
+        margin=margin,
+        z=z,
+        p_value=_cdf(z, diff.df, diff.reference),
+        df=diff.df,
+        reference=diff.reference,
+    )
 
 
 def _hillis_df(var: float, seed_terms) -> float:
@@ -496,7 +542,7 @@ def _check_block(scores, n: int, name: str) -> np.ndarray:
         s = _check_scores(scores, n)
     except CxrError as err:
         msg = str(err)
-        raise CxrError(f"{name} {msg[len('scores '):]}" if msg.startswith("scores ") else f"{name}: {msg}") from None
+        raise CxrError(f"{name} {msg[len('scores ') :]}" if msg.startswith("scores ") else f"{name}: {msg}") from None
     return np.asarray(s, dtype=np.float64)
 
 

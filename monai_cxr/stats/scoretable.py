@@ -93,8 +93,11 @@ def _read_fast(path, where: str, columns: list[str]):
     header = head[:header_end].decode("ascii").removesuffix("\r").split(",")
     index = _check_columns(header, columns, where)
     n_fields, n_rows = len(header), newlines - trailing
-    if n_rows < 1 or commas != (n_fields - 1) * (n_rows + 1) or \
-            head.count(b",", header_end, second_end) != n_fields - 1:
+    if (
+        n_rows < 1
+        or commas != (n_fields - 1) * (n_rows + 1)
+        or head.count(b",", header_end, second_end) != n_fields - 1
+    ):
         return None
 
     import pandas as pd  # here, not at import: `import monai_cxr.stats` stays light
@@ -102,8 +105,17 @@ def _read_fast(path, where: str, columns: list[str]):
     used = set(index.values())
     dtypes = {i: np.float64 if i in used else object for i in range(n_fields)}
     try:  # every column: pandas refuses a row with too many fields only then
-        frame = pd.read_csv(path, header=0, nrows=n_rows, dtype=dtypes, index_col=False, skip_blank_lines=False,
-                            na_filter=False, encoding="utf-8", engine="c")
+        frame = pd.read_csv(
+            path,
+            header=0,
+            nrows=n_rows,
+            dtype=dtypes,
+            index_col=False,
+            skip_blank_lines=False,
+            na_filter=False,
+            encoding="utf-8",
+            engine="c",
+        )
     except ValueError:  # a field too many, a bad number, a blank line: the careful path explains
         return None
     if frame.shape != (n_rows, n_fields):
@@ -162,8 +174,9 @@ def _read_careful(path, where: str, columns: list[str]) -> dict[str, np.ndarray]
     _check_utf8(data, where)
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         line = data.count(b"\n", 0, _lone_cr(data)) + 1
-        raise CxrError(f"{where} line {line}: a carriage return ends a line without a line feed; "
-                       "allowed line endings: LF or CRLF")
+        raise CxrError(
+            f"{where} line {line}: a carriage return ends a line without a line feed; allowed line endings: LF or CRLF"
+        )
     body = np.frombuffer(data, dtype=np.uint8, count=end)
     ends, commas = _separators(body, data, where)
     header = _header(data, int(ends[0]), where)
@@ -176,14 +189,23 @@ def _read_careful(path, where: str, columns: list[str]) -> dict[str, np.ndarray]
 
     used = sorted(set(index.values()))
     try:  # na_filter=False: "NA", "nan" or a blank is a ValueError, found below, not a silent NaN
-        frame = pd.read_csv(path, header=0, usecols=used, dtype=np.float64, index_col=False, encoding="utf-8",
-                            engine="c", na_filter=False)
+        frame = pd.read_csv(
+            path,
+            header=0,
+            usecols=used,
+            dtype=np.float64,
+            index_col=False,
+            encoding="utf-8",
+            engine="c",
+            na_filter=False,
+        )
     except ValueError:  # text in a number column: find it
         _raise_first_bad_text(pd, path, where, columns, index, ends, data)
         raise  # not reached
     if len(frame) != len(ends) - 1:  # a safety net: pandas and these checks must agree on rows
-        raise CxrError(f"{where}: read {len(frame)} rows but counted {len(ends) - 1} lines of data; "
-                       "check quotes and line endings")
+        raise CxrError(
+            f"{where}: read {len(frame)} rows but counted {len(ends) - 1} lines of data; check quotes and line endings"
+        )
     position = {i: p for p, i in enumerate(used)}  # frame columns are in file order
     out = {c: frame.iloc[:, position[index[c]]].to_numpy(dtype=np.float64, copy=False) for c in columns}
     bad = _first_bad(out, columns)
@@ -222,8 +244,9 @@ def _check_request(truth_col, score_cols) -> list[str]:
     seen = set()
     for c in score_cols:
         if c in seen:
-            raise CxrError(f"score column {_clip(c)} repeats; each score column may be given once "
-                           f"(given: {_names(score_cols)})")
+            raise CxrError(
+                f"score column {_clip(c)} repeats; each score column may be given once (given: {_names(score_cols)})"
+            )
         seen.add(c)
     if truth_col in seen:
         raise CxrError(f"column {_clip(truth_col)} is given as both the truth column and a score column")
@@ -253,14 +276,16 @@ def _check_utf8(data: bytes, where: str) -> None:
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
         line = data.count(b"\n", 0, exc.start) + 1
-        column = len(data[line_start:exc.start].decode("utf-8", errors="replace")) + 1
-        raise CxrError(f"{where} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at character "
-                       f"{column}); save the file as UTF-8") from None
+        column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+        raise CxrError(
+            f"{where} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at character "
+            f"{column}); save the file as UTF-8"
+        ) from None
 
 
 def _lone_cr(data: bytes) -> int:
     at = data.find(b"\r")
-    while at != -1 and data[at + 1:at + 2] == b"\n":
+    while at != -1 and data[at + 1 : at + 2] == b"\n":
         at = data.find(b"\r", at + 1)
     return at
 
@@ -287,17 +312,20 @@ def _check_quotes(body: np.ndarray, data: bytes, where: str) -> np.ndarray:
     opens, closes = quotes[0::2], quotes[1::2]
     before = body[np.maximum(opens - 1, 0)]
     after = body[np.minimum(closes + 1, len(body) - 1)]
-    previous_close = np.append(-2, closes)[:len(opens)]
-    next_open = np.append(opens[1:], -1)[:len(closes)]
+    previous_close = np.append(-2, closes)[: len(opens)]
+    next_open = np.append(opens[1:], -1)[: len(closes)]
     ok_open = (opens == 0) | np.isin(before, (_COMMA, _NL)) | ((before == _QUOTE) & (opens - 1 == previous_close))
-    ok_close = ((closes == len(body) - 1) | np.isin(after, (_COMMA, _NL, _CR))
-                | ((after == _QUOTE) & (closes + 1 == next_open)))
+    ok_close = (
+        (closes == len(body) - 1) | np.isin(after, (_COMMA, _NL, _CR)) | ((after == _QUOTE) & (closes + 1 == next_open))
+    )
     if not (ok_open.all() and ok_close.all()):
         at = int(min(opens[~ok_open].min(initial=len(body)), closes[~ok_close].min(initial=len(body))))
         line = data.count(b"\n", 0, at) + 1
         column = at - (data.rfind(b"\n", 0, at) + 1) + 1
-        raise CxrError(f"{where} line {line}: a quote at character {column} is inside a field; "
-                       'quote whole fields only, and write a quote inside one as ""')
+        raise CxrError(
+            f"{where} line {line}: a quote at character {column} is inside a field; "
+            'quote whole fields only, and write a quote inside one as ""'
+        )
     if len(quotes) % 2:
         line = data.count(b"\n", 0, int(quotes[-1])) + 1
         raise CxrError(f"{where} line {line}: a quote is never closed")
@@ -318,18 +346,22 @@ def _check_columns(header: list[str], columns: list[str], where: str) -> dict[st
     for i, name in enumerate(header):
         reason = _invisible(name)
         if reason:
-            raise CxrError(f"{where} line 1, column {i + 1}: the name {_clip(name)} has {reason}; "
-                           "rename the column")
+            raise CxrError(f"{where} line 1, column {i + 1}: the name {_clip(name)} has {reason}; rename the column")
     first = {}
     for i, name in enumerate(header):
         if name in first:
-            raise CxrError(f"{where} line 1: the name {_clip(name)} is used by columns {first[name] + 1} "
-                           f"and {i + 1}; names must be unique")
+            raise CxrError(
+                f"{where} line 1: the name {_clip(name)} is used by columns {first[name] + 1} "
+                f"and {i + 1}; names must be unique"
+            )
         first[name] = i
     for c in columns:
         if c not in first:
-            hint = ("; line 1 looks like data, but it must name the columns"
-                    if all(_is_number(name) for name in header) else "")
+            hint = (
+                "; line 1 looks like data, but it must name the columns"
+                if all(_is_number(name) for name in header)
+                else ""
+            )
             raise CxrError(f"{where}: no column {_clip(c)} (columns: {_names(header)}){hint}")
     return {c: first[c] for c in columns}
 
@@ -360,16 +392,26 @@ def _check_field_counts(ends, commas, n_fields, data, where) -> None:
     record = int(np.argmax(counts != n_fields))
     count = int(counts[record])
     start = int(ends[record - 1]) + 1 if record else 0
-    blank = " (a blank line)" if not data[start:int(ends[record])].strip() else ""
-    raise CxrError(f"{where} line {_line(data, ends, record)}: {count} field{'s' * (count != 1)}{blank}, "
-                   f"but the header has {n_fields}; every row needs exactly {n_fields}")
+    blank = " (a blank line)" if not data[start : int(ends[record])].strip() else ""
+    raise CxrError(
+        f"{where} line {_line(data, ends, record)}: {count} field{'s' * (count != 1)}{blank}, "
+        f"but the header has {n_fields}; every row needs exactly {n_fields}"
+    )
 
 
 # ------------------------------------------------------------------------ the values
 def _raise_first_bad_text(pd, path, where, columns, index, ends, data) -> None:
     """pandas refused a value as a float: read the columns as text and name the first bad cell."""
-    text = pd.read_csv(path, header=0, usecols=[index[c] for c in columns], dtype=str, keep_default_na=False,
-                       index_col=False, encoding="utf-8", engine="c")
+    text = pd.read_csv(
+        path,
+        header=0,
+        usecols=[index[c] for c in columns],
+        dtype=str,
+        keep_default_na=False,
+        index_col=False,
+        encoding="utf-8",
+        engine="c",
+    )
     position = {i: p for p, i in enumerate(sorted(index.values()))}
     first = None
     for c in columns:
@@ -414,14 +456,14 @@ def _line(data: bytes, ends, record: int) -> int:
 # ------------------------------------------------------------------------ messages
 def _clip(text: str) -> str:
     """``repr`` of ``text``, cut to about ``_ECHO`` characters."""
-    return repr(text if len(text) <= _ECHO else text[:_ECHO - 3] + "...")
+    return repr(text if len(text) <= _ECHO else text[: _ECHO - 3] + "...")
 
 
 def _names(names) -> str:
     """Names joined by ', ', cut to about ``_LIST`` characters with a count of the rest."""
     shown, size = [], 0
     for name in names:
-        name = name if len(name) <= _ECHO else name[:_ECHO - 3] + "..."
+        name = name if len(name) <= _ECHO else name[: _ECHO - 3] + "..."
         if shown and size + len(name) > _LIST:
             break
         shown.append(name)
@@ -436,4 +478,3 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-

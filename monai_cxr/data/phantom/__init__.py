@@ -44,8 +44,10 @@ FOLLOWUP_WEIGHTS = (0.3, 0.3, 0.2, 0.2)  # P(1, 2, 3, 4 images per patient)
 AP_FRACTION = 0.4  # NIH: 44,810 AP of 112,120
 TEST_FRACTION = 0.2
 FIELD_OF_VIEW_MM = 430.0  # a 17-inch detector: sets OriginalImagePixelSpacing
-CSV_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
-              "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+CSV_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+    "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,18 @@ def resolve_prevalence(prevalence=None) -> dict:
     if isinstance(prevalence, dict):
         unknown = [k for k in prevalence if k not in LABELS]
         if unknown:
-            raise CxrError(f"unknown phantom label(s) {', '.join(map(repr, unknown))} in prevalence; "
-                           f"allowed: {', '.join(LABELS)}")
+            raise CxrError(
+                f"unknown phantom label(s) {', '.join(map(repr, unknown))} in prevalence; allowed: {', '.join(LABELS)}"
+            )
         out = dict(DEFAULT_PREVALENCE)
         out.update(prevalence)
     else:
         out = {label: prevalence for label in LABELS}
-    bad = {k: v for k, v in out.items()
-           if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0}
+    bad = {
+        k: v for k, v in out.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0
+    }
     if bad:
-        raise CxrError("prevalence must be a number in [0, 1]; got "
-                       + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
+        raise CxrError("prevalence must be a number in [0, 1]; got " + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
     return {k: float(v) for k, v in out.items()}
 
 
@@ -121,8 +124,11 @@ def plan(patients: int, seed: int = 0, prevalence=None) -> list[ImageSpec]:
     for p in range(patients):
         for f in range(int(counts[p])):
             labels = tuple(label for label, hit in zip(LABELS, draws[k] < thresholds) if hit)
-            specs.append(ImageSpec(f"{p + 1:08d}_{f:03d}.png", p + 1, f, str(views[k]),
-                                   int(ages[p]) + f // 2, str(sexes[p]), labels))
+            specs.append(
+                ImageSpec(
+                    f"{p + 1:08d}_{f:03d}.png", p + 1, f, str(views[k]), int(ages[p]) + f // 2, str(sexes[p]), labels
+                )
+            )
             k += 1
     return specs
 
@@ -131,7 +137,7 @@ def split_patients(patients: int, seed: int = 0) -> set:
     """Patient ids of the official-style test list: about 20 %, at least one when there are two patients."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
     n_test = min(max(round(TEST_FRACTION * patients), 1 if patients >= 2 else 0), patients - 1)
-    return set((rng.permutation(patients)[:max(n_test, 0)] + 1).tolist())
+    return set((rng.permutation(patients)[: max(n_test, 0)] + 1).tolist())
 
 
 def render_image(spec: ImageSpec, size: int, seed: int = 0):
@@ -179,8 +185,12 @@ def encode_png(pixels: np.ndarray) -> bytes:
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
 
 
 def _one_blas_thread():
@@ -196,13 +206,14 @@ def _render_patient(job):
     for spec in specs:
         pixels, records = render_image(spec, size, seed)
         png = encode_png(pixels)
-        atomic_write(Path(image_dir) / spec.image_id, lambda tmp: tmp.write_bytes(png))
+        atomic_write(Path(image_dir) / spec.image_id, lambda tmp, png=png: tmp.write_bytes(png))
         out += [{"image_id": spec.image_id, **r} for r in records]
     return out
 
 
-def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevalence=None,
-               workers: int = 0, force: bool = False) -> str:
+def synthesize(
+    out, patients: int = 200, size: int = 512, seed: int = 0, prevalence=None, workers: int = 0, force: bool = False
+) -> str:
     """Write the phantom dataset into ``out`` in the NIH ChestX-ray14 layout; return a summary line.
 
     A folder that already holds files is refused unless ``force``: it may be a real dataset.
@@ -215,8 +226,10 @@ def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevale
     if out.exists() and not out.is_dir():
         raise CxrError(f"output {str(out)!r} exists and is not a folder")
     if not force and out.is_dir() and any(out.iterdir()):
-        raise CxrError(f"output folder {str(out)!r} is not empty; synth writes only into an empty or new folder "
-                       f"(--force to overwrite a phantom there)")
+        raise CxrError(
+            f"output folder {str(out)!r} is not empty; synth writes only into an empty or new folder "
+            f"(--force to overwrite a phantom there)"
+        )
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     specs = plan(patients, seed, prev)
@@ -243,20 +256,34 @@ def synthesize(out, patients: int = 200, size: int = 512, seed: int = 0, prevale
     spacing = f"{FIELD_OF_VIEW_MM / size:.3f}"
     rows = [CSV_HEADER] + [
         f"{s.image_id},{s.finding_labels},{s.followup},{s.patient_id},{s.age},{s.sex},{s.view},"
-        f"{size},{size},{spacing},{spacing}" for s in specs]
+        f"{size},{size},{spacing},{spacing}"
+        for s in specs
+    ]
     write_text(out / "train_val_list.txt", "".join(f"{s.image_id}\n" for s in specs if s.patient_id not in test_ids))
     write_text(out / "test_list.txt", "".join(f"{s.image_id}\n" for s in specs if s.patient_id in test_ids))
     write_text(out / "phantom_findings.csv", _findings_csv(records))
     counts = Counter(label for s in specs for label in s.labels)
     no_finding = sum(1 for s in specs if not s.labels)
-    write_text(out / "PHANTOM.md", phantom_card(patients=patients, size=size, seed=seed, prevalence=prev,
-                                                 images=len(specs), counts=counts, no_finding=no_finding))
+    write_text(
+        out / "PHANTOM.md",
+        phantom_card(
+            patients=patients,
+            size=size,
+            seed=seed,
+            prevalence=prev,
+            images=len(specs),
+            counts=counts,
+            no_finding=no_finding,
+        ),
+    )
     write_text(out / "Data_Entry_2017.csv", "\n".join(rows) + "\n")  # last: it makes the folder a dataset
     n_test = sum(1 for s in specs if s.patient_id in test_ids)
     per_label = ", ".join(f"{label} {counts[label]}" for label in LABELS)
-    return (f"SYNTHETIC phantom: {len(specs)} images of {patients} patients, {size}x{size} px, seed {seed} "
-            f"-> {out} (train_val {len(specs) - n_test}, test {n_test} images). Positives: {per_label}; "
-            f"{NO_FINDING} {no_finding}. See {out / 'PHANTOM.md'}.")
+    return (
+        f"SYNTHETIC phantom: {len(specs)} images of {patients} patients, {size}x{size} px, seed {seed} "
+        f"-> {out} (train_val {len(specs) - n_test}, test {n_test} images). Positives: {per_label}; "
+        f"{NO_FINDING} {no_finding}. See {out / 'PHANTOM.md'}."
+    )
 
 
 def _findings_csv(records) -> str:
@@ -275,34 +302,37 @@ def phantom_card(patients, size, seed, prevalence, images, counts, no_finding) -
         hi = lo if hi is None else hi
         px = f"{lo * size:.1f}-{hi * size:.1f} px" if hi != lo else f"{lo * size:.1f} px"
         pct = f"{100 * lo:.1f}-{100 * hi:.1f} %" if hi != lo else f"{100 * lo:.1f} %"
-        return f"{pct} of width ({px} at {size} px; {lo * 32:.1f}-{hi * 32:.1f} px at 32, {lo * 128:.1f}-{hi * 128:.1f} px at 128)"
+        at_32, at_128 = f"{lo * 32:.1f}-{hi * 32:.1f} px at 32", f"{lo * 128:.1f}-{hi * 128:.1f} px at 128"
+        return f"{pct} of width ({px} at {size} px; {at_32}, {at_128})"
 
     def c(pair):
         return f"{pair[0]:.2f}-{pair[1]:.2f}"
 
     rows = {
         "Nodule": f"{pf.NODULE_COUNT[0]}-{pf.NODULE_COUNT[1]} round opacities (projected solid spheres), "
-                  f"diameter {sz(*pf.NODULE_DIAMETER)}, peak contrast +{c(pf.NODULE_CONTRAST)}, inside the aerated lungs",
+        f"diameter {sz(*pf.NODULE_DIAMETER)}, peak contrast +{c(pf.NODULE_CONTRAST)}, inside the aerated lungs",
         "Mass": f"one lobulated round opacity, diameter {sz(*pf.MASS_DIAMETER)}, peak contrast +{c(pf.MASS_CONTRAST)}, "
-                f"centred in a lung",
+        f"centred in a lung",
         "Cardiomegaly": f"heart width / rib-cage width (CTR) {c(pf.CARDIOMEGALY_CTR)} on PA (normal 0.38-0.46); "
-                        f"heart {sz(2 * 0.33 * pf.CARDIOMEGALY_CTR[0], 2 * 0.37 * pf.CARDIOMEGALY_CTR[1])} wide",
+        f"heart {sz(2 * 0.33 * pf.CARDIOMEGALY_CTR[0], 2 * 0.37 * pf.CARDIOMEGALY_CTR[1])} wide",
         "Effusion": f"fluid filling a costophrenic angle (right, left or both) up to {sz(*pf.EFFUSION_HEIGHT)}, "
-                    "meniscus climbing the lateral wall; the lung there turns as dense as soft tissue (+0.19-0.25)",
+        "meniscus climbing the lateral wall; the lung there turns as dense as soft tissue (+0.19-0.25)",
         "Emphysema": f"lungs darker by {c(pf.EMPHYSEMA_DARKENING)}, diaphragm domes flattened to "
-                     f"{pf.EMPHYSEMA_DOME:.0%} of their height and lowered by {sz(*pf.EMPHYSEMA_DESCENT)}, "
-                     "lung markings halved, chest 3 % wider",
-        "Edema": f"bilateral perihilar haze (Gaussian, SD {sz(*pf.EDEMA_HAZE_SIGMA)}, contrast +{c(pf.EDEMA_HAZE_CONTRAST)}) "
-                 f"plus {pf.EDEMA_LINES[0]}-{pf.EDEMA_LINES[1]} Kerley B lines per lung at the bases, "
-                 f"{sz(*pf.EDEMA_LINE_LENGTH)} long, 0.3 % of width (at least 1 px) thick, +{pf.EDEMA_LINE_CONTRAST:.2f}",
+        f"{pf.EMPHYSEMA_DOME:.0%} of their height and lowered by {sz(*pf.EMPHYSEMA_DESCENT)}, "
+        "lung markings halved, chest 3 % wider",
+        "Edema": f"bilateral perihilar haze (Gaussian, SD {sz(*pf.EDEMA_HAZE_SIGMA)}, "
+        f"contrast +{c(pf.EDEMA_HAZE_CONTRAST)}) "
+        f"plus {pf.EDEMA_LINES[0]}-{pf.EDEMA_LINES[1]} Kerley B lines per lung at the bases, "
+        f"{sz(*pf.EDEMA_LINE_LENGTH)} long, 0.3 % of width (at least 1 px) thick, +{pf.EDEMA_LINE_CONTRAST:.2f}",
         "Atelectasis": f"plate-like band in a lower zone, length {sz(*pf.ATELECTASIS_LENGTH)}, "
-                       f"thickness {sz(*pf.ATELECTASIS_THICKNESS)}, within 15 degrees of horizontal, "
-                       f"contrast +{c(pf.ATELECTASIS_CONTRAST)}",
+        f"thickness {sz(*pf.ATELECTASIS_THICKNESS)}, within 15 degrees of horizontal, "
+        f"contrast +{c(pf.ATELECTASIS_CONTRAST)}",
         "Hernia": f"retrocardiac gas bubble with an air-fluid level, diameter {sz(*pf.HERNIA_DIAMETER)}, "
-                  f"contrast -{c(pf.HERNIA_CONTRAST)} with a thin wall",
+        f"contrast -{c(pf.HERNIA_CONTRAST)} with a thin wall",
     }
-    table = "\n".join(f"| {label} | {counts.get(label, 0)} | {prevalence[label]:.2f} | {rows[label]} |"
-                      for label in LABELS)
+    table = "\n".join(
+        f"| {label} | {counts.get(label, 0)} | {prevalence[label]:.2f} | {rows[label]} |" for label in LABELS
+    )
     return f"""# PHANTOM — SYNTHETIC DATA
 
 **These images are synthetic.** They were generated procedurally by `monai-cxr synth`
@@ -350,4 +380,3 @@ a mass is learnt already at 32 px, nodules are near chance at 32 px and learnt a
 `phantom_findings.csv` lists every drawn finding (centre, extent in px, fraction of width,
 contrast), like NIH's bounding-box list.
 """
-

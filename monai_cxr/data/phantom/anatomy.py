@@ -61,20 +61,32 @@ def draw_patient(rng: np.random.Generator, male: bool) -> Patient:
     side = rng.choice((-1.0, 1.0), n)
     # Lung markings are densest near the hila and thin out towards the periphery.
     lateral = mediastinum + (thorax - mediastinum) * rng.beta(1.3, 2.0, n)
-    vessels = np.stack([
-        cx + side * lateral,
-        rng.uniform(apex + 0.05, diaphragm - 0.06, n),
-        rng.uniform(0.010, 0.020, n),  # sigma: 2.5-5 % of width across
-        rng.uniform(0.015, 0.035, n) * np.exp(-(lateral - mediastinum) / 0.25),
-    ], axis=1).astype(F32)
+    vessels = np.stack(
+        [
+            cx + side * lateral,
+            rng.uniform(apex + 0.05, diaphragm - 0.06, n),
+            rng.uniform(0.010, 0.020, n),  # sigma: 2.5-5 % of width across
+            rng.uniform(0.015, 0.035, n) * np.exp(-(lateral - mediastinum) / 0.25),
+        ],
+        axis=1,
+    ).astype(F32)
     return Patient(
-        cx=cx, thorax=thorax, apex=apex, diaphragm=diaphragm,
-        dome=rng.uniform(0.045, 0.075), mediastinum=mediastinum,
-        ctr=rng.uniform(0.38, 0.46), lung_depth=rng.uniform(0.20, 0.26),
-        tissue=rng.uniform(0.42, 0.50), rib_pitch=rng.uniform(0.058, 0.070),
-        rib_slope=rng.uniform(0.0, 0.15), rib_curve=rng.uniform(0.6, 1.0),
-        rib_contrast=rng.uniform(0.045, 0.07), vessels=vessels,
-        texture=rng.normal(0, 0.018, (10, 10)).astype(F32), noise=rng.uniform(0.018, 0.030),
+        cx=cx,
+        thorax=thorax,
+        apex=apex,
+        diaphragm=diaphragm,
+        dome=rng.uniform(0.045, 0.075),
+        mediastinum=mediastinum,
+        ctr=rng.uniform(0.38, 0.46),
+        lung_depth=rng.uniform(0.20, 0.26),
+        tissue=rng.uniform(0.42, 0.50),
+        rib_pitch=rng.uniform(0.058, 0.070),
+        rib_slope=rng.uniform(0.0, 0.15),
+        rib_curve=rng.uniform(0.6, 1.0),
+        rib_contrast=rng.uniform(0.045, 0.07),
+        vessels=vessels,
+        texture=rng.normal(0, 0.018, (10, 10)).astype(F32),
+        noise=rng.uniform(0.018, 0.030),
     )
 
 
@@ -89,10 +101,14 @@ def image_anatomy(patient: Patient, rng: np.random.Generator, view: str) -> Anat
     vessels[:, :2] += rng.normal(0, 0.003, (len(vessels), 2)).astype(F32)
     a = Anatomy(**{f: getattr(p, f) for f in Patient.__dataclass_fields__})
     a = replace(
-        a, cx=p.cx + rng.normal(0, 0.006), diaphragm=p.diaphragm + rng.normal(0, 0.012),
-        apex=p.apex + rng.normal(0, 0.004), vessels=vessels,
+        a,
+        cx=p.cx + rng.normal(0, 0.006),
+        diaphragm=p.diaphragm + rng.normal(0, 0.012),
+        apex=p.apex + rng.normal(0, 0.004),
+        vessels=vessels,
         texture=(p.texture + rng.normal(0, 0.006, p.texture.shape)).astype(F32),
-        gain=rng.uniform(0.9, 1.1), offset=rng.uniform(-0.03, 0.03),
+        gain=rng.uniform(0.9, 1.1),
+        offset=rng.uniform(-0.03, 0.03),
         noise=p.noise * rng.uniform(0.9, 1.1),
     )
     if view == "AP":
@@ -101,9 +117,15 @@ def image_anatomy(patient: Patient, rng: np.random.Generator, view: str) -> Anat
         vessels[:, 1] = 0.45 + (vessels[:, 1] - 0.45) * m
         vessels[:, 2] *= m
         a = replace(
-            a, cx=0.5 + (a.cx - 0.5) * m, thorax=a.thorax * m, mediastinum=a.mediastinum * m,
-            apex=0.45 + (a.apex - 0.45) * m, diaphragm=0.45 + (a.diaphragm - 0.45) * m - 0.03,
-            ctr=a.ctr * AP_HEART_MAGNIFICATION, rib_pitch=a.rib_pitch * m, noise=a.noise * 1.3,
+            a,
+            cx=0.5 + (a.cx - 0.5) * m,
+            thorax=a.thorax * m,
+            mediastinum=a.mediastinum * m,
+            apex=0.45 + (a.apex - 0.45) * m,
+            diaphragm=0.45 + (a.diaphragm - 0.45) * m - 0.03,
+            ctr=a.ctr * AP_HEART_MAGNIFICATION,
+            rib_pitch=a.rib_pitch * m,
+            noise=a.noise * 1.3,
             rib_slope=a.rib_slope + 0.1,
         )
     return a
@@ -157,7 +179,7 @@ def render_anatomy(a: Anatomy, size: int):
     # Below the shoulders every row is the same, so only the neck rows are computed in 2-D.
     neck = np.clip((g - F32(a.apex - 0.12)) / F32(0.10), 0.0, 1.0)
     shoulders = int(np.searchsorted(neck, 1.0))
-    half = F32(a.thorax + 0.08) * (F32(0.4) + F32(0.6) * np.sqrt(neck[:shoulders + 1] * (2 - neck[:shoulders + 1])))
+    half = F32(a.thorax + 0.08) * (F32(0.4) + F32(0.6) * np.sqrt(neck[: shoulders + 1] * (2 - neck[: shoulders + 1])))
     section = dx[None, :] / half[:, None]
     np.square(section, out=section)
     np.subtract(1.0, section, out=section)
@@ -177,8 +199,7 @@ def render_anatomy(a: Anatomy, size: int):
         medial, lateral = lung_extent(a, side)
         centre, width = (medial + lateral) / 2, abs(lateral - medial)
         floor = a.diaphragm - (0.02 if side < 0 else 0.0)  # the right dome sits higher
-        rows, cols = window(size, min(medial, lateral) - 0.01, max(medial, lateral) + 0.01,
-                            a.apex - 0.01, floor + 0.01)
+        rows, cols = window(size, min(medial, lateral) - 0.01, max(medial, lateral) + 0.01, a.apex - 0.01, floor + 0.01)
         t = (g[rows] - F32(a.apex)) / F32(floor - a.apex)
         half_w = F32(width / 2) * np.sqrt(np.clip(t * 3, 0, 1)) * (F32(0.88) + F32(0.12) * t)
         inside = half_w[:, None] - np.abs(g[cols] - F32(centre))[None, :]

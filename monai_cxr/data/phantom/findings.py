@@ -72,9 +72,14 @@ def apply_to_anatomy(a: Patient, labels, rng: dict) -> tuple[Patient, list[dict]
         r = rng["Emphysema"]
         vessels = a.vessels.copy()
         vessels[:, 3] *= 0.5  # pruned vascular markings
-        a = replace(a, lung_depth=a.lung_depth + r.uniform(*EMPHYSEMA_DARKENING),
-                    dome=a.dome * EMPHYSEMA_DOME, diaphragm=a.diaphragm + r.uniform(*EMPHYSEMA_DESCENT),
-                    thorax=a.thorax * 1.03, vessels=vessels)
+        a = replace(
+            a,
+            lung_depth=a.lung_depth + r.uniform(*EMPHYSEMA_DARKENING),
+            dome=a.dome * EMPHYSEMA_DOME,
+            diaphragm=a.diaphragm + r.uniform(*EMPHYSEMA_DESCENT),
+            thorax=a.thorax * 1.03,
+            vessels=vessels,
+        )
         records.append({"finding": "Emphysema", "dome": round(a.dome, 4), "lung_depth": round(a.lung_depth, 4)})
     return a, records
 
@@ -91,9 +96,15 @@ def draw_findings(img: np.ndarray, lungs: np.ndarray, a: Anatomy, labels, rng: d
 
 
 def _record(name, size, x, y, width, height, contrast, **extra):
-    return {"finding": name, "x": round(x * size, 2), "y": round(y * size, 2),
-            "width_px": round(width * size, 3), "height_px": round(height * size, 3),
-            "contrast": round(float(contrast), 4), **extra}
+    return {
+        "finding": name,
+        "x": round(x * size, 2),
+        "y": round(y * size, 2),
+        "width_px": round(width * size, 3),
+        "height_px": round(height * size, 3),
+        "contrast": round(float(contrast), 4),
+        **extra,
+    }
 
 
 def _in_lung(lungs, r, y_range=(0.0, 1.0), margin=0.0, tries=200):
@@ -159,14 +170,19 @@ def _effusion(img, lungs, a, r):
         h = r.uniform(*EFFUSION_HEIGHT)
         medial, lateral = lung_extent(a, side)
         floor = a.diaphragm - (0.02 if side < 0 else 0.0)
-        rows, cols = window(size, min(medial, lateral) - 0.01, max(medial, lateral) + 0.01, floor - h - 0.1, floor + 0.02)
+        rows, cols = window(
+            size, min(medial, lateral) - 0.01, max(medial, lateral) + 0.01, floor - h - 0.1, floor + 0.02
+        )
         lat = np.clip((g[cols] - F32(medial)) / F32(lateral - medial), 0, 1)  # 0 medial .. 1 lateral
         top = F32(floor - 0.55 * h) - F32(0.45 * h) * lat * lat  # meniscus: higher laterally
         fluid = ramp(g[rows][:, None] - top[None, :], 0.012)
         fluid *= lungs[rows, cols]
         img[rows, cols] += F32(a.lung_depth * 0.95) * fluid
-        out.append(_record("Effusion", size, lateral, floor - h, h, h, a.lung_depth * 0.95,
-                           side="right" if side < 0 else "left"))
+        out.append(
+            _record(
+                "Effusion", size, lateral, floor - h, h, h, a.lung_depth * 0.95, side="right" if side < 0 else "left"
+            )
+        )
     return out
 
 
@@ -195,8 +211,18 @@ def _edema(img, lungs, a, r):
             rows, cols = window(size, min(x0, x1), max(x0, x1), y - line_px, y + line_px)
             profile = ramp(F32(line_px / 2) - np.abs(g[rows] - F32(y)), 1.0 / size)
             haze[rows, cols] += F32(EDEMA_LINE_CONTRAST) * profile[:, None]
-        out.append(_record("Edema", size, lateral, a.diaphragm - 0.08, EDEMA_LINE_LENGTH[1], line_px,
-                           EDEMA_LINE_CONTRAST, part="lines"))
+        out.append(
+            _record(
+                "Edema",
+                size,
+                lateral,
+                a.diaphragm - 0.08,
+                EDEMA_LINE_LENGTH[1],
+                line_px,
+                EDEMA_LINE_CONTRAST,
+                part="lines",
+            )
+        )
     haze *= lungs
     img += haze
     return out
@@ -235,5 +261,11 @@ def _hernia(img, lungs, a, r):
     return [_record("Hernia", size, x, y, d, d, c)]
 
 
-_DRAW = {"Nodule": _nodule, "Mass": _mass, "Effusion": _effusion, "Edema": _edema,
-         "Atelectasis": _atelectasis, "Hernia": _hernia}
+_DRAW = {
+    "Nodule": _nodule,
+    "Mass": _mass,
+    "Effusion": _effusion,
+    "Edema": _edema,
+    "Atelectasis": _atelectasis,
+    "Hernia": _hernia,
+}

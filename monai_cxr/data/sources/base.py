@@ -21,8 +21,18 @@ import pandas as pd
 
 from monai_cxr.errors import CxrError, shown
 
-__all__ = ["Options", "Source", "SourceData", "TableOptions", "check_files", "check_unique", "given_split",
-           "line_of", "parse_labels", "read_csv_table"]
+__all__ = [
+    "Options",
+    "Source",
+    "SourceData",
+    "TableOptions",
+    "check_files",
+    "check_unique",
+    "given_split",
+    "line_of",
+    "parse_labels",
+    "read_csv_table",
+]
 
 log = logging.getLogger(__name__)
 _VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1}
@@ -90,13 +100,19 @@ def given_split(index: pd.DataFrame, folds) -> pd.DataFrame:
     per_patient = folds.groupby(index["patient_id"].astype(str)).nunique()
     straddle = per_patient[per_patient > 1]
     if len(straddle):
-        raise CxrError(f"{len(straddle)} patient(s) have images in two official folds, "
-                       f"e.g. patient {straddle.index[0]}")
+        raise CxrError(
+            f"{len(straddle)} patient(s) have images in two official folds, e.g. patient {straddle.index[0]}"
+        )
     for fold in ("train", "val"):
         if not (folds == fold).any():
             raise CxrError(f"the official split has no {fold} images (after the view filter)")
-    return pd.DataFrame({"image_id": index["image_id"].to_numpy(),
-                         "patient_id": index["patient_id"].to_numpy(), "fold": folds.to_numpy()})
+    return pd.DataFrame(
+        {
+            "image_id": index["image_id"].to_numpy(),
+            "patient_id": index["patient_id"].to_numpy(),
+            "fold": folds.to_numpy(),
+        }
+    )
 
 
 def _odd_name(name: str) -> bool:
@@ -162,48 +178,62 @@ def read_csv_table(path: Path, required=(), nonblank=()) -> pd.DataFrame:
     width = len(header)
     for column, name in enumerate(header, start=1):
         if _odd_name(name):
-            raise CxrError(f"{path.name} line 1, column {column}: the name {shown(name)} has invisible characters "
-                           f"or spaces at its ends; rename it to {shown(name.strip())} without them")
+            raise CxrError(
+                f"{path.name} line 1, column {column}: the name {shown(name)} has invisible characters "
+                f"or spaces at its ends; rename it to {shown(name.strip())} without them"
+            )
     named = [name for name in header if name]
     repeated = next((name for name in named if named.count(name) > 1), None)
     if repeated is not None:
         at = [str(i) for i, name in enumerate(header, start=1) if name == repeated]
-        raise CxrError(f"{path.name} line 1: column name {shown(repeated)} appears twice (columns {', '.join(at)}); "
-                       f"column names must be unique")
+        raise CxrError(
+            f"{path.name} line 1: column name {shown(repeated)} appears twice (columns {', '.join(at)}); "
+            f"column names must be unique"
+        )
     for row, line in zip(rows, lines):
         if len(row) > width and any(cell.strip() for cell in row[width:]):
-            raise CxrError(f"{path.name} line {line} has {len(row)} fields but the header {width} (an unquoted "
-                           f"comma in a value?); quote such values")
+            raise CxrError(
+                f"{path.name} line {line} has {len(row)} fields but the header {width} (an unquoted "
+                f"comma in a value?); quote such values"
+            )
         if len(row) < width:
-            raise CxrError(f"{path.name} line {line} has {len(row)} fields but the header {width} "
-                           f"(a cut or shifted row)")
+            raise CxrError(
+                f"{path.name} line {line} has {len(row)} fields but the header {width} (a cut or shifted row)"
+            )
     table = pd.DataFrame([row[:width] for row in rows], columns=range(width), dtype=object)
     keep = [i for i, name in enumerate(header) if name or (len(table) and (table[i].str.strip() != "").any())]
     unnamed = [i for i in keep if not header[i]]
     if unnamed:
         position = int(np.flatnonzero(table[unnamed[0]].str.strip() != "")[0])
-        raise CxrError(f"{path.name} line {lines[position]}: column {unnamed[0] + 1} has no name in the header "
-                       f"but holds {shown(table.iat[position, unnamed[0]])}")
+        raise CxrError(
+            f"{path.name} line {lines[position]}: column {unnamed[0] + 1} has no name in the header "
+            f"but holds {shown(table.iat[position, unnamed[0]])}"
+        )
     table = table[keep]
     table.columns = [header[i] for i in keep]
     table.attrs["lines"] = _Lines(lines)
     missing = [c for c in required if c not in table.columns]
     if missing:
         columns = ", ".join(table.columns)
-        raise CxrError(f"{path.name} has no column {shown(missing[0])} (columns: "
-                       f"{columns if len(columns) <= 200 else columns[:200] + '...'})")
+        raise CxrError(
+            f"{path.name} has no column {shown(missing[0])} (columns: "
+            f"{columns if len(columns) <= 200 else columns[:200] + '...'})"
+        )
     if table.empty:
         raise CxrError(f"{path.name} has no rows")
     for column in nonblank:
         blank = (table[column].str.strip() == "").to_numpy()
         if blank.any():
-            raise CxrError(f"{path.name} line {line_of(table, int(np.flatnonzero(blank)[0]))}: "
-                           f"column {shown(column)} is blank; every row needs one")
+            raise CxrError(
+                f"{path.name} line {line_of(table, int(np.flatnonzero(blank)[0]))}: "
+                f"column {shown(column)} is blank; every row needs one"
+            )
     return table
 
 
-def parse_labels(table: pd.DataFrame, columns, where: str, blank: int | None = None,
-                 uncertain: int = -1) -> pd.DataFrame:
+def parse_labels(
+    table: pd.DataFrame, columns, where: str, blank: int | None = None, uncertain: int = -1
+) -> pd.DataFrame:
     """``columns`` of ``table`` as int8 1/0/-1; -1 cells become ``uncertain``, blanks ``blank``.
 
     Any other value (or a blank when ``blank`` is None) is a CxrError naming the line,
@@ -219,8 +249,10 @@ def parse_labels(table: pd.DataFrame, columns, where: str, blank: int | None = N
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             allowed = "1, 0 or -1 (unknown)" + (" or blank" if blank is not None else "")
-            raise CxrError(f"{where} line {line_of(table, row)}: column {shown(column)} holds {shown(text.iloc[row])}; "
-                           f"allowed: {allowed}")
+            raise CxrError(
+                f"{where} line {line_of(table, row)}: column {shown(column)} holds {shown(text.iloc[row])}; "
+                f"allowed: {allowed}"
+            )
         values = values.astype(np.int8)
         out[column] = values.where(values != -1, uncertain).astype(np.int8).to_numpy()
     return pd.DataFrame(out, index=table.index)
@@ -235,8 +267,10 @@ def check_files(index: pd.DataFrame, where, drop_missing: bool = False) -> pd.Da
     if absent.any():
         n, first = int(absent.sum()), ", ".join(index.loc[absent, "image_id"].iloc[:3])
         if not drop_missing:
-            raise CxrError(f"{n} of {len(index)} listed images are missing under {where} "
-                           f"(first: {first}); pass --drop-missing to leave them out")
+            raise CxrError(
+                f"{n} of {len(index)} listed images are missing under {where} "
+                f"(first: {first}); pass --drop-missing to leave them out"
+            )
         log.warning(f"dropping {n} listed images that are missing (first: {first})")
         index = index[~absent]
         if index.empty:

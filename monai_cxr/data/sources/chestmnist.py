@@ -32,13 +32,28 @@ from monai_cxr.data.sources.base import Options, SourceData, given_split
 from monai_cxr.errors import CxrError
 
 # MedMNIST's label order, with the NIH ChestX-ray14 names of the labels.
-FILE_ORDER = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
-              "Hernia")
+FILE_ORDER = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
 SPLITS = ("train", "val", "test")
 KEYS = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels"))
-NOTE = ("ChestMNIST files hold no patient ids: patient_id is the image_id, and the official "
-        "MedMNIST train/val/test split is kept as the folds")
+NOTE = (
+    "ChestMNIST files hold no patient ids: patient_id is the image_id, and the official "
+    "MedMNIST train/val/test split is kept as the folds"
+)
 _REFERENCE = re.compile(r"(?P<file>.+\.npz)#(?P<split>train|val|test)/(?P<row>\d+)")
 
 
@@ -76,18 +91,24 @@ def inspect_npz(path: Path) -> dict:
         names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
         missing = [k for k in KEYS if k not in names]
         if missing:
-            raise CxrError(f"{path.name} lacks key(s) {', '.join(missing)}; a MedMNIST file holds "
-                           f"{', '.join(KEYS)} (found: {', '.join(sorted(names)) or 'none'})")
+            raise CxrError(
+                f"{path.name} lacks key(s) {', '.join(missing)}; a MedMNIST file holds "
+                f"{', '.join(KEYS)} (found: {', '.join(sorted(names)) or 'none'})"
+            )
         sides, sizes = set(), {}
         for split in SPLITS:
             shape, dtype, fortran, _ = _member_header(archive, f"{split}_images")
             if len(shape) != 3 or shape[1] != shape[2] or dtype != np.uint8 or fortran:
-                raise CxrError(f"{path.name}: {split}_images is {dtype} {shape}; ChestMNIST images are "
-                               f"uint8 N x H x W with H = W (a colour MedMNIST file is not ChestMNIST)")
+                raise CxrError(
+                    f"{path.name}: {split}_images is {dtype} {shape}; ChestMNIST images are "
+                    f"uint8 N x H x W with H = W (a colour MedMNIST file is not ChestMNIST)"
+                )
             labels, _, _, _ = _member_header(archive, f"{split}_labels")
             if labels != (shape[0], len(FILE_ORDER)):
-                raise CxrError(f"{path.name}: {split}_labels has shape {labels}; expected "
-                               f"({shape[0]}, {len(FILE_ORDER)}), one 0/1 column per ChestMNIST label")
+                raise CxrError(
+                    f"{path.name}: {split}_labels has shape {labels}; expected "
+                    f"({shape[0]}, {len(FILE_ORDER)}), one 0/1 column per ChestMNIST label"
+                )
             sides.add(shape[1])
             sizes[split] = shape[0]
     if len(sides) != 1:
@@ -117,14 +138,14 @@ def find_files(data_dir) -> dict[int, Path]:
     for path in candidates:
         info = inspect_npz(path)
         if info["side"] in files:
-            raise CxrError(f"{files[info['side']].name} and {path.name} both hold {info['side']} px images; "
-                           f"keep one")
+            raise CxrError(f"{files[info['side']].name} and {path.name} both hold {info['side']} px images; keep one")
         files[info["side"]], sizes[path] = path.resolve(), info["sizes"]
     first = candidates[0]
     for path, size in sizes.items():
         if size != sizes[first]:
-            raise CxrError(f"{path.name} has splits {size} but {first.name} has {sizes[first]}; "
-                           f"the files are not from one release")
+            raise CxrError(
+                f"{path.name} has splits {size} but {first.name} has {sizes[first]}; the files are not from one release"
+            )
     return dict(sorted(files.items()))
 
 
@@ -137,8 +158,10 @@ def _read_labels(path: Path, split: str) -> np.ndarray:
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise CxrError(f"{path.name}: {split}_labels row {row} column {FILE_ORDER[col]!r} holds "
-                       f"{labels[row, col].item()}; allowed: 0 or 1")
+        raise CxrError(
+            f"{path.name}: {split}_labels row {row} column {FILE_ORDER[col]!r} holds "
+            f"{labels[row, col].item()}; allowed: 0 or 1"
+        )
     return labels.astype(np.int8)
 
 
@@ -153,13 +176,20 @@ def read_chestmnist(data_dir) -> tuple[pd.DataFrame, dict[int, Path]]:
     frames = []
     for split in SPLITS:
         labels = _read_labels(largest, split)
-        for side, path in files.items():
+        for path in files.values():
             if path != largest and not np.array_equal(_read_labels(path, split), labels):
-                raise CxrError(f"{path.name} and {largest.name} disagree on {split}_labels; "
-                               f"the files are not from one release")
+                raise CxrError(
+                    f"{path.name} and {largest.name} disagree on {split}_labels; the files are not from one release"
+                )
         ids = [f"{split}_{row:05d}" for row in range(len(labels))]
-        frame = pd.DataFrame({"image_id": ids, "patient_id": ids, "view": "FRONTAL",
-                              "path": [f"{largest}#{split}/{row}" for row in range(len(labels))]})
+        frame = pd.DataFrame(
+            {
+                "image_id": ids,
+                "patient_id": ids,
+                "view": "FRONTAL",
+                "path": [f"{largest}#{split}/{row}" for row in range(len(labels))],
+            }
+        )
         frames.append(pd.concat([frame, pd.DataFrame(labels, columns=list(FILE_ORDER))], axis=1))
     index = pd.concat(frames, ignore_index=True)
     return index, files
@@ -235,7 +265,7 @@ class NpzImages:
         self.largest = max(self.files)
 
     @classmethod
-    def from_references(cls, paths, files: dict[int, Path] | None = None) -> "NpzImages":
+    def from_references(cls, paths, files: dict[int, Path] | None = None) -> NpzImages:
         """The source of index paths ``FILE.npz#split/row``; ``files`` default to the referenced file."""
         refs = [parse_reference(p) for p in paths]
         named = {ref[0] for ref in refs}
@@ -249,7 +279,7 @@ class NpzImages:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, start: int, stop: int) -> "NpzImages":
+    def take(self, start: int, stop: int) -> NpzImages:
         return NpzImages(self.files, self.rows[start:stop])
 
     def origin(self, resolution: int) -> str:
@@ -258,17 +288,20 @@ class NpzImages:
         return f"area-resized from {Path(self.files[self.largest]).name} ({self.largest} px)"
 
     def stamps(self):
-        signature = ";".join(f"{path}:{os.stat(path).st_size}:{os.stat(path).st_mtime_ns}"
-                             for path in self.files.values())
+        signature = ";".join(
+            f"{path}:{os.stat(path).st_size}:{os.stat(path).st_mtime_ns}" for path in self.files.values()
+        )
         for split, row in self.rows:
             yield f"{split}/{row}|{signature}"
 
     def check(self, resolutions) -> None:
         too_big = [r for r in resolutions if r > self.largest]
         if too_big:
-            raise CxrError(f"resolution {max(too_big)} exceeds the largest ChestMNIST file "
-                           f"({Path(self.files[self.largest]).name}, {self.largest} px); available sizes: "
-                           f"{', '.join(map(str, self.files))}")
+            raise CxrError(
+                f"resolution {max(too_big)} exceeds the largest ChestMNIST file "
+                f"({Path(self.files[self.largest]).name}, {self.largest} px); available sizes: "
+                f"{', '.join(map(str, self.files))}"
+            )
 
     def read(self, resolutions) -> dict[int, np.ndarray]:
         self.check(resolutions)
@@ -309,12 +342,18 @@ class ChestMnistSource:
         if opts.view not in ("all", "frontal"):
             raise CxrError(f"ChestMNIST has no view information; --view {opts.view} cannot be applied (use all)")
         index, files = read_chestmnist(opts.data_dir)
-        return SourceData(index, images=NpzImages.from_references(index["path"], files),
-                          settings={"files": {str(side): str(path) for side, path in files.items()}}, notes=[NOTE])
+        return SourceData(
+            index,
+            images=NpzImages.from_references(index["path"], files),
+            settings={"files": {str(side): str(path) for side, path in files.items()}},
+            notes=[NOTE],
+        )
 
     def official_split(self, opts: Options, index: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
         return given_split(index, official_folds(index))
 
     def random_split_error(self) -> str:
-        return ("ChestMNIST files hold no patient ids, so only --split official keeps a patient's images in one "
-                "fold; use --split official")
+        return (
+            "ChestMNIST files hold no patient ids, so only --split official keeps a patient's images in one "
+            "fold; use --split official"
+        )

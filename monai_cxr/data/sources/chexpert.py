@@ -37,9 +37,22 @@ from monai_cxr.data.sources.base import (
 from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
 
-LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-          "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-          "Fracture", "Support Devices")
+LABELS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 REQUIRED = ("Path", "Frontal/Lateral", "AP/PA", *LABELS)
 POLICIES = {"ones": 1, "zeros": 0, "ignore": -1}
 _PATIENT = re.compile(r"(?:^|/)(patient\d+)/")
@@ -54,8 +67,7 @@ def find_release(data_dir) -> Path:
         return data_dir
     found = sorted(p for p in data_dir.glob("CheXpert-v1.0*") if (p / "train.csv").is_file())
     if len(found) > 1:
-        raise CxrError(f"{str(data_dir)!r} holds {' and '.join(p.name for p in found)}; "
-                       f"pass one of them as --data-dir")
+        raise CxrError(f"{str(data_dir)!r} holds {' and '.join(p.name for p in found)}; pass one of them as --data-dir")
     if not found:
         raise CxrError(f"no train.csv in {str(data_dir)!r} or in a CheXpert-v1.0*/ folder inside it")
     return found[0]
@@ -65,8 +77,10 @@ def _view(frontal_lateral: pd.Series, ap_pa: pd.Series, where: str) -> pd.Series
     kind = frontal_lateral.str.strip().str.lower()
     odd = ~kind.isin(("frontal", "lateral"))
     if odd.any():
-        raise CxrError(f"{where} line {int(np.flatnonzero(odd)[0]) + 2}: Frontal/Lateral is "
-                       f"{frontal_lateral[odd].iloc[0]!r}; allowed: Frontal or Lateral")
+        raise CxrError(
+            f"{where} line {int(np.flatnonzero(odd)[0]) + 2}: Frontal/Lateral is "
+            f"{frontal_lateral[odd].iloc[0]!r}; allowed: Frontal or Lateral"
+        )
     ap_pa = ap_pa.str.strip().str.upper()
     frontal = ap_pa.where(ap_pa.isin(("AP", "PA")), "FRONTAL")
     lateral = ap_pa.where(ap_pa.isin(("LL", "RL")), "LATERAL")
@@ -81,13 +95,18 @@ def read_csv(release: Path, name: str, uncertain: str) -> pd.DataFrame:
     image_id = written.str.replace(r"^CheXpert[^/]*/", "", regex=True)
     patient = image_id.str.extract(_PATIENT, expand=False)
     if patient.isna().any():
-        raise CxrError(f"{name} line {int(np.flatnonzero(patient.isna())[0]) + 2}: no patientNNNNN in "
-                       f"path {written[patient.isna()].iloc[0]!r}")
-    index = pd.DataFrame({
-        "image_id": image_id, "patient_id": patient,
-        "view": _view(table["Frontal/Lateral"], table["AP/PA"], name),
-        "path": f"{release.resolve()}/" + image_id,
-    })
+        raise CxrError(
+            f"{name} line {int(np.flatnonzero(patient.isna())[0]) + 2}: no patientNNNNN in "
+            f"path {written[patient.isna()].iloc[0]!r}"
+        )
+    index = pd.DataFrame(
+        {
+            "image_id": image_id,
+            "patient_id": patient,
+            "view": _view(table["Frontal/Lateral"], table["AP/PA"], name),
+            "path": f"{release.resolve()}/" + image_id,
+        }
+    )
     labels = parse_labels(table, LABELS, name, blank=0, uncertain=POLICIES[uncertain])
     return pd.concat([index, labels], axis=1)
 
@@ -116,8 +135,11 @@ def official_folds(data_dir, index: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(index["image_id"].isin(valid), "val", "train"), index=index.index)
 
 
-_POLICY_NOTES = {"ones": "positive (U-Ones)", "zeros": "negative (U-Zeros)",
-                 "ignore": "-1 in index.csv, left out of that label (U-Ignore)"}
+_POLICY_NOTES = {
+    "ones": "positive (U-Ones)",
+    "zeros": "negative (U-Zeros)",
+    "ignore": "-1 in index.csv, left out of that label (U-Ignore)",
+}
 
 
 class CheXpertSource:
@@ -132,8 +154,10 @@ class CheXpertSource:
     def read(self, opts: Options) -> SourceData:
         uncertain = opts.uncertain or "ones"
         index = read_chexpert(opts.data_dir, view=opts.view, uncertain=uncertain, drop_missing=opts.drop_missing)
-        note = ("CheXpert: blank label cells (finding not mentioned) are negatives; uncertain (-1) cells: "
-                + _POLICY_NOTES[uncertain])
+        note = (
+            "CheXpert: blank label cells (finding not mentioned) are negatives; uncertain (-1) cells: "
+            + _POLICY_NOTES[uncertain]
+        )
         return SourceData(index, settings={"uncertain": uncertain}, notes=[note])
 
     def official_split(self, opts: Options, index: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:

@@ -26,8 +26,20 @@ from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
 
 LABELS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
 )
 NO_FINDING = "No Finding"
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -59,8 +71,10 @@ def label_matrix(findings: pd.Series) -> pd.DataFrame:
     dummies.columns = [c.strip() for c in dummies.columns]
     unknown = sorted(set(dummies.columns) - set(LABELS) - {NO_FINDING, ""})
     if unknown:
-        raise CxrError(f"unknown finding label(s) {', '.join(map(repr, unknown))}; "
-                       f"NIH labels are {', '.join(LABELS)} or {NO_FINDING!r}")
+        raise CxrError(
+            f"unknown finding label(s) {', '.join(map(repr, unknown))}; "
+            f"NIH labels are {', '.join(LABELS)} or {NO_FINDING!r}"
+        )
     out = pd.DataFrame(0, index=findings.index, columns=list(LABELS), dtype=np.int8)
     for label in LABELS:
         if label in dummies.columns:
@@ -68,8 +82,9 @@ def label_matrix(findings: pd.Series) -> pd.DataFrame:
     if NO_FINDING in dummies.columns:
         clash = (dummies[NO_FINDING] == 1) & (out.sum(axis=1) > 0)
         if clash.any():
-            raise CxrError(f"{NO_FINDING!r} combined with a finding in {int(clash.sum())} row(s), "
-                           f"e.g. {findings[clash].iloc[0]!r}")
+            raise CxrError(
+                f"{NO_FINDING!r} combined with a finding in {int(clash.sum())} row(s), e.g. {findings[clash].iloc[0]!r}"
+            )
     return out
 
 
@@ -105,11 +120,13 @@ def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool 
     """
     data_dir = Path(data_dir)
     table = read_entries(find_entry_csv(data_dir))
-    index = pd.DataFrame({
-        "image_id": table["Image Index"],
-        "patient_id": table["Patient ID"].str.strip(),
-        "view": table["View Position"].str.strip().str.upper(),
-    })
+    index = pd.DataFrame(
+        {
+            "image_id": table["Image Index"],
+            "patient_id": table["Patient ID"].str.strip(),
+            "view": table["View Position"].str.strip().str.upper(),
+        }
+    )
     index = pd.concat([index, label_matrix(table["Finding Labels"])], axis=1)
     index = select_view(index, view, str(data_dir))  # before the file lookups: fewer to check
     index.insert(3, "path", locate_images(data_dir, index["image_id"]))
@@ -129,8 +146,7 @@ def official_lists(data_dir: str | os.PathLike) -> tuple[set[str], set[str]]:
     train_val, test = read_list(data_dir / "train_val_list.txt"), read_list(data_dir / "test_list.txt")
     both = test & train_val
     if both:
-        raise CxrError(f"{len(both)} image(s) are in both test_list.txt and train_val_list.txt, "
-                       f"e.g. {sorted(both)[0]}")
+        raise CxrError(f"{len(both)} image(s) are in both test_list.txt and train_val_list.txt, e.g. {sorted(both)[0]}")
     return train_val, test
 
 

@@ -31,8 +31,15 @@ from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
 
 
-def read_table(table, path_col: str, patient_col: str, label_cols, view_col: str | None = None,
-               id_col: str | None = None, drop_missing: bool = False) -> pd.DataFrame:
+def read_table(
+    table,
+    path_col: str,
+    patient_col: str,
+    label_cols,
+    view_col: str | None = None,
+    id_col: str | None = None,
+    drop_missing: bool = False,
+) -> pd.DataFrame:
     """Index a table of images: ``image_id, patient_id, view, path`` and the ``label_cols``.
 
     ``image_id`` is the ``id_col`` value, or the path as the table writes it; ``view`` the
@@ -52,21 +59,24 @@ def read_table(table, path_col: str, patient_col: str, label_cols, view_col: str
     for column in filter(None, (path_col, patient_col, id_col)):
         blank = frame[column].str.strip() == ""
         if blank.any():
-            raise CxrError(f"{table_path.name} line {int(np.flatnonzero(blank)[0]) + 2}: "
-                           f"column {column!r} is blank")
+            raise CxrError(f"{table_path.name} line {int(np.flatnonzero(blank)[0]) + 2}: column {column!r} is blank")
     written = frame[path_col].str.strip()
     suffix = written.str.lower().map(lambda p: next((s for s in IMAGE_SUFFIXES if p.endswith(s)), ""))
     odd = (suffix == "").to_numpy()
     if odd.any():
-        raise CxrError(f"{table_path.name} line {int(np.flatnonzero(odd)[0]) + 2}: {written[odd].iloc[0]!r} "
-                       f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
+        raise CxrError(
+            f"{table_path.name} line {int(np.flatnonzero(odd)[0]) + 2}: {written[odd].iloc[0]!r} "
+            f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})"
+        )
     base = table_path.resolve().parent
-    index = pd.DataFrame({
-        "image_id": frame[id_col].str.strip() if id_col else written,
-        "patient_id": frame[patient_col].str.strip(),
-        "view": frame[view_col].str.strip().str.upper() if view_col else "UNKNOWN",
-        "path": written.map(lambda p: os.path.normpath(os.path.join(base, p))),
-    })
+    index = pd.DataFrame(
+        {
+            "image_id": frame[id_col].str.strip() if id_col else written,
+            "patient_id": frame[patient_col].str.strip(),
+            "view": frame[view_col].str.strip().str.upper() if view_col else "UNKNOWN",
+            "path": written.map(lambda p: os.path.normpath(os.path.join(base, p))),
+        }
+    )
     check_unique(index["image_id"], table_path.name)
     index = pd.concat([index, parse_labels(frame, label_cols, table_path.name)], axis=1)
     return check_files(index, table_path.parent, drop_missing)
@@ -87,8 +97,15 @@ class TableSource:
             raise CxrError("--dataset csv needs --table FILE.csv")
         if opts.view != "all" and not table.view_col:
             raise CxrError(f"--view {opts.view} needs --view-col for --dataset csv")
-        index = read_table(table.table, table.path_col, table.patient_col, table.label_cols,
-                           view_col=table.view_col, id_col=table.id_col, drop_missing=opts.drop_missing)
+        index = read_table(
+            table.table,
+            table.path_col,
+            table.patient_col,
+            table.label_cols,
+            view_col=table.view_col,
+            id_col=table.id_col,
+            drop_missing=opts.drop_missing,
+        )
         settings = {k: v for k, v in vars(table).items() if v}
         settings["table"] = str(Path(table.table).resolve())
         return SourceData(select_view(index, opts.view, table.table), settings=settings)
