@@ -2,7 +2,8 @@
 
 1. Builds the cache for the paper's nine resolutions and for one (224 px) from the same
    1024 px phantom PNGs (what NIH ships), one worker, and prints the time ratio (target
-   <= 1.3; the PNG decode is shared, each resolution adds one area resize).
+   <= 2, as bench_resize.py's: the PNG decode is shared, each resolution adds one exact area
+   resize of the full image).
 2. For each resolution, reads random class-balanced batches from the memory-mapped cache
    as float tensors and compares that rate with how fast a ResNet34 (standard ImageNet
    stem) trains on such batches on this machine (target >= 10x at every resolution).
@@ -26,7 +27,7 @@ PAPER = [32, 64, 128, 224, 256, 320, 448, 512, 600]
 
 def timed_build(index, cache_dir, resolutions):
     t0 = time.perf_counter()
-    build_cache(index, cache_dir, resolutions, workers=1, progress=False, echo=lambda *_: None)
+    build_cache(index, cache_dir, resolutions, workers=1, progress=False)
     return time.perf_counter() - t0
 
 
@@ -76,7 +77,7 @@ def main():
         nine = timed_build(index, tmp / "nine", PAPER)
         print(
             f"cache build, {len(index)} images of {args.size} px, 1 worker: "
-            f"one resolution (224) {one:.2f} s, nine {nine:.2f} s, ratio {nine / one:.2f} (target <= 1.3)"
+            f"one resolution (224) {one:.2f} s, nine {nine:.2f} s, ratio {nine / one:.2f} (target <= 2)"
         )
         print(f"{'res':>5} {'read img/s':>11} {'train img/s':>12} {'ratio':>7}")
         for r in PAPER:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from monai_cxr.data.cache import make_square, read_image, resized
+from monai_cxr.data.images import make_square, read_image, resized
 from monai_cxr.data.phantom import encode_png, plan, render_image
 
 PAPER = [32, 64, 128, 224, 256, 320, 448, 512, 600]
