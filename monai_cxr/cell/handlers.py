@@ -2,6 +2,9 @@
 
 Each has ``attach(engine)``, as MONAI's handlers do, so the bundle lists them among
 ``train#handlers`` / ``validate#handlers`` / ``score#handlers``.
+
+Over 400 lines: one small class per Ignite handler the template names; they share the
+batch/output helpers at the top.
 """
 
 from __future__ import annotations

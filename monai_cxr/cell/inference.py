@@ -10,6 +10,9 @@ cell's resolution (:func:`~monai_cxr.data.resize.area_resize`). The bundle then 
 Arrays are channel-first NumPy throughout: ``(1, H, W)`` uint8 until the cast.
 
     LoadRadiographd -> MakeSquared -> AreaResized -> CastToTyped(float32) -> NormalizeIntensityd -> EnsureTyped
+
+Over 400 lines: the transforms, the file finder, the dataset and the saver are what
+``inference.json`` names, kept beside ``predict``, which runs that config.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@
 AUC points are pooled over seeds (``pooled.csv``), error bars their pooled SE. Titles of figures
 made from phantom data say that the data are synthetic. Labels and architecture names are data:
 ``$`` is escaped, so no name is read as mathtext.
+
+Over 400 lines: one function per figure, sharing the styling helpers at the top.
 """
 
 from __future__ import annotations

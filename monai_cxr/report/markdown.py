@@ -3,6 +3,8 @@
 Figures are linked relative to the report (``figures/<name>.png``), so the report folder
 can be copied elsewhere (e.g. into the repository's ``results/``) and still render. Labels
 are data: Markdown's special characters in them are escaped.
+
+Over 400 lines: one function per section of ``report.md``, sharing the formatting helpers.
 """
 
 from __future__ import annotations

@@ -56,6 +56,9 @@ Columns that need a word (``verdict.csv``):
     p_value, p_holm       that test's one-sided p-value for ``sufficient_resolution``, unadjusted
                           and Holm-adjusted (blank when it is the best size)
     non_inferior          every size whose adjusted p-value is below alpha
+
+Over 400 lines: one function per table (summary, pooled, comparisons, verdict), sharing the
+fold alignment helpers; the column documentation below is long on purpose.
 """
 
 from __future__ import annotations
