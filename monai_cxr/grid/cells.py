@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from monai_cxr.errors import CxrError
 
-__all__ = ["Cell", "cells", "label_slug"]
+__all__ = ["Cell", "cells", "label_slug", "read_cell"]
 
 
 def label_slug(label: str) -> str:
@@ -48,6 +50,31 @@ class Cell:
         """``cell.json``: a binary cell's label, or a multi-label cell's ``task`` and ``labels``; then the rest."""
         head = {"task": "multilabel", "labels": list(self.labels)} if self.labels else {"label": self.label}
         return {**head, "arch": self.arch, "resolution": self.resolution, "seed": self.seed}
+
+
+def read_cell(folder) -> Cell:
+    """The cell a bundle folder holds, from its ``cell.json`` (the inverse of :meth:`Cell.as_dict`), checked."""
+    path = Path(folder) / "cell.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CxrError(f"cannot read {path}: {exc}") from None
+    if not isinstance(info, dict):
+        raise CxrError(f"{path} must hold a JSON object, not {type(info).__name__}")
+    multilabel = info.get("task") == "multilabel"
+    absent = [k for k in ("labels" if multilabel else "label", "arch", "resolution", "seed") if k not in info]
+    if absent:
+        raise CxrError(f"{path} lacks {', '.join(absent)}")
+    try:
+        resolution, seed = int(info["resolution"]), int(info["seed"])
+    except (TypeError, ValueError):
+        raise CxrError(
+            f"{path}: resolution and seed must be integers, got {info['resolution']!r} and {info['seed']!r}"
+        ) from None
+    if multilabel and (not isinstance(info["labels"], list) or not info["labels"]):
+        raise CxrError(f"{path}: labels must be a non-empty list, got {info['labels']!r}")
+    labels = tuple(str(x) for x in info["labels"]) if multilabel else ()
+    return Cell("" if multilabel else str(info["label"]), str(info["arch"]), resolution, seed, labels)
 
 
 def cells(labels, resolutions, archs, seeds, task=("binary",)) -> list[Cell]:

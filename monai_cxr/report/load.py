@@ -31,20 +31,22 @@ import numpy as np
 import pandas as pd
 
 from monai_cxr.errors import CxrError
-from monai_cxr.grid.cells import label_slug
+from monai_cxr.grid.cells import label_slug, read_cell
 from monai_cxr.studydir import stale_reason
 
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
 SCORED_FOLDS = ("val", "test")
-CELL_KEYS = ("label", "arch", "resolution", "seed")
-MULTILABEL_KEYS = ("labels", "arch", "resolution", "seed")
 TASKS = ("binary", "multilabel")
 UNKNOWN = -1
 
 
 @dataclass
-class Cell:
-    """One grid cell (or one finding of a multi-label cell): its identity, its run record and predictions."""
+class FindingResult:
+    """What the report reads of one finding of a bundle: a binary cell, or one finding of a multi-label cell.
+
+    The bundle's identity is :class:`monai_cxr.grid.cells.Cell` (read by :func:`~monai_cxr.grid.cells.read_cell`);
+    this is its result for one finding, as the tables use it: run record, predictions, why it is missing.
+    """
 
     name: str
     label: str
@@ -79,8 +81,8 @@ class Cell:
 class Study:
     path: Path
     settings: dict
-    finished: list[Cell] = field(default_factory=list)
-    missing: list[Cell] = field(default_factory=list)
+    finished: list[FindingResult] = field(default_factory=list)
+    missing: list[FindingResult] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # bundles/ folders not in the grid
     folds: dict = field(default_factory=dict)  # label -> the fold its AUCs are computed on
 
@@ -217,14 +219,14 @@ def check_predictions(path: Path, frame, label: str, expected: dict, has_fold: b
             )
 
 
-def _read_cell(folder: Path) -> list[Cell]:
+def _read_cell(folder: Path) -> list[FindingResult]:
     """A grid cell's identity and, when it finished, its run record; predictions come later.
 
-    A multi-label cell gives one :class:`Cell` per finding (``task="multilabel"``, sharing folder and record).
+    A multi-label cell gives one :class:`FindingResult` per finding (``task="multilabel"``, sharing folder and record).
     """
     if not (folder / "cell.json").is_file():
         return [
-            Cell(
+            FindingResult(
                 name=folder.name,
                 label="",
                 arch="",
@@ -234,28 +236,16 @@ def _read_cell(folder: Path) -> list[Cell]:
                 reason="not generated (no cell.json)",
             )
         ]
-    info = _read_json(folder / "cell.json")
-    multilabel = info.get("task") == "multilabel"
-    absent = [k for k in (MULTILABEL_KEYS if multilabel else CELL_KEYS) if k not in info]
-    if absent:
-        raise CxrError(f"{folder / 'cell.json'} lacks {', '.join(absent)}")
-    try:
-        resolution, seed = int(info["resolution"]), int(info["seed"])
-    except (TypeError, ValueError):
-        raise CxrError(
-            f"{folder / 'cell.json'}: resolution and seed must be integers, got "
-            f"{info['resolution']!r} and {info['seed']!r}"
-        ) from None
-    if multilabel and (not isinstance(info["labels"], list) or not info["labels"]):
-        raise CxrError(f"{folder / 'cell.json'}: labels must be a non-empty list, got {info['labels']!r}")
-    labels = [str(x) for x in info["labels"]] if multilabel else [str(info["label"])]
-    cells = [
-        Cell(
+    cell = read_cell(folder)
+    multilabel = cell.task == "multilabel"
+    labels = list(cell.labels) if multilabel else [cell.label]
+    findings = [
+        FindingResult(
             name=f"{folder.name}/{label_slug(label)}" if multilabel else folder.name,
             label=label,
-            arch=str(info["arch"]),
-            resolution=resolution,
-            seed=seed,
+            arch=cell.arch,
+            resolution=cell.resolution,
+            seed=cell.seed,
             path=folder,
             task="multilabel" if multilabel else "binary",
         )
@@ -268,12 +258,12 @@ def _read_cell(folder: Path) -> list[Cell]:
         reason = "run.json without predictions.csv"
     else:
         run = _read_json(folder / "run.json")
-    for cell in cells:
-        cell.reason, cell.run = reason, run
-    return cells
+    for finding in findings:
+        finding.reason, finding.run = reason, run
+    return findings
 
 
-def _by_finding(path: Path, frame, cells: list[Cell]) -> dict:
+def _by_finding(path: Path, frame, cells: list[FindingResult]) -> dict:
     """A multi-label cell's predictions split by finding (each as a binary cell's would be)."""
     if "finding" not in frame.columns:
         raise CxrError(

@@ -72,7 +72,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from monai_cxr.errors import CxrError
-from monai_cxr.report.load import Cell, Study
+from monai_cxr.report.load import FindingResult, Study
 from monai_cxr.stats import (
     delong,
     holm,
@@ -243,7 +243,7 @@ def init_source(run: dict) -> str | None:
     return str(init) if init else None
 
 
-def cell_metrics(cell: Cell, fold: str, level: float = 0.95) -> dict:
+def cell_metrics(cell: FindingResult, fold: str, level: float = 0.95) -> dict:
     """AUC (DeLong SE and CI) on ``fold``, and the val-chosen operating point applied to it."""
     _, y, s = cell.arrays(fold)
     n_pos = int(y.sum())
@@ -391,7 +391,7 @@ def reference_for(resolutions, requested: int | None = None) -> int:
     return want if want in resolutions else max(resolutions)
 
 
-def check_reference(cells: list[Cell], reference_resolution: int | None) -> None:
+def check_reference(cells: list[FindingResult], reference_resolution: int | None) -> None:
     """A requested reference resolution must be among the finished cells' resolutions."""
     if reference_resolution is not None:
         run = sorted({c.resolution for c in cells})

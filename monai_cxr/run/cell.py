@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from monai_cxr.errors import CxrError
+from monai_cxr.grid.cells import read_cell
 from monai_cxr.grid.generate import clear_run_outputs
 from monai_cxr.progress import format_rate
 from monai_cxr.run.guard import GRACE
@@ -72,9 +74,10 @@ def guarded(command: list[str], python: str | None = None) -> list[str]:
 
 
 def cell_resolution(cell_dir: Path) -> int:
+    """The cell's input size (0 where its ``cell.json`` cannot be read): larger cells are started first."""
     try:
-        return int(json.loads((cell_dir / "cell.json").read_text())["resolution"])
-    except (OSError, ValueError, KeyError):
+        return read_cell(cell_dir).resolution
+    except CxrError:
         return 0
 
 
