@@ -792,8 +792,9 @@ def probe(archs, resolutions, memory_budget, device, out_csv):
     type=click.Choice(list(PRESETS)),
     default="quick",
     show_default=True,
-    help="The defaults: quick: the phantom on a CPU in minutes; paper: the published grid "
-    "(GPU, NIH data). Every option below overrides its value.",
+    help="The defaults: quick: the phantom on a CPU in minutes; phantom-grid: the paper's analysis at CPU "
+    "scale on the phantom (results/phantom-grid); paper: the published grid (GPU, NIH data). Every option "
+    "below overrides its value.",
 )
 @options("study_dir", study_dir={"required": False, "default": None, "show_default": "studies/PRESET"})
 @click.option(
