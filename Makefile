@@ -32,9 +32,9 @@ demo: install
 test: lint
 	$(BIN)/python -m pytest -q
 
-# Everything but the tests that train networks (marked slow): under a minute.
+# Everything but the tests that train networks (marked slow), on every core: under a minute.
 test-fast: $(VENV)/.test
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

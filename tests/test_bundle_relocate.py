@@ -4,11 +4,14 @@ import hashlib
 import shutil
 
 import pandas as pd
+import pytest
 from conftest import TINY_GRID
 
 from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.report import make_report
 from monai_cxr.run.executor import run_cells
+
+pytestmark = pytest.mark.slow  # trains a cell: left out of `make test-fast`
 
 
 def contents(root):
