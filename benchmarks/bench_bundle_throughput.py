@@ -58,15 +58,13 @@ def bare_loop(cache_file, rows, labels, args) -> list[float]:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     prepare = DevicePreprocess(augment_prob=args.augment_prob, seed=0)
-    sampler = SubsampleSampler(labels.tolist(), args.subsample, balanced=True, seed=0)
+    sampler = SubsampleSampler(labels.tolist(), args.subsample, balanced=True, seed=0, batch_size=args.batch_size)
     targets = torch.from_numpy(labels.astype(np.float32))[:, None]
     cpu = torch.device("cpu")
     rates = []
     for _ in range(args.epochs):
         start, images = time.perf_counter(), 0  # the sampler draws the next epoch itself
-        order = np.fromiter(iter(sampler), dtype=np.int64)
-        for b in range(len(order) // args.batch_size):
-            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
+        for idx in sampler:
             batch = {"image": torch.from_numpy(cache[rows[idx]]).unsqueeze(1), "label": targets[idx]}
             x, y = prepare(batch, cpu)
             opt.zero_grad(set_to_none=True)

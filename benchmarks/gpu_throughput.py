@@ -111,13 +111,11 @@ def loader_and_prepare(cache_file: str, n: int, batch: int, steps: int, args, de
 
     labels = np.random.default_rng(0).integers(0, 2, n)
     data = [{"image": i, "label": [int(labels[i])], "image_id": f"i{i}", "patient_id": f"p{i}"} for i in range(n)]
-    sampler = SubsampleSampler(labels, num_samples=batch * steps, balanced=True, seed=0)
+    sampler = SubsampleSampler(labels, num_samples=batch * steps, balanced=True, seed=0, batch_size=batch)
     pin = device.type == "cuda"
-    loader = DataLoader(
-        CacheBatchDataset(cache_file, data),
-        sampler=sampler,
-        batch_size=batch,
-        drop_last=True,
+    loader = DataLoader(  # as the template's training loader
+        CacheBatchDataset(cache_file, data, with_ids=False),
+        batch_sampler=sampler,
         collate_fn=collate_batch,
         num_workers=args.workers,
         pin_memory=pin,

@@ -105,24 +105,21 @@ def epochs(loader, n):
     return [[b for b in loader] for _ in range(n)]
 
 
+@pytest.mark.parametrize("batch_sampler", [False, True], ids=["sampler", "batch_sampler"])
 @pytest.mark.parametrize("loader_class", [DataLoader, MonaiDataLoader])
-def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, loader_class):
+def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, loader_class, batch_sampler):
+    """As a sampler (the DataLoader batches it) or as the template's batch sampler (arrays of indices)."""
     cache_file, data = cache
     labels = [item["label"][0] for item in data]
     ds = CacheBatchDataset(cache_file, data)
 
     def run(num_workers):
+        workers = {"num_workers": num_workers, "persistent_workers": num_workers > 0, "collate_fn": collate_batch}
+        if batch_sampler:
+            sampler = SubsampleSampler(labels, num_samples=40, seed=3, num_replicas=2, rank=1, batch_size=6)
+            return epochs(loader_class(ds, batch_sampler=sampler, **workers), 2)
         sampler = SubsampleSampler(labels, num_samples=40, seed=3, num_replicas=2, rank=1)
-        loader = loader_class(
-            ds,
-            sampler=sampler,
-            batch_size=6,
-            drop_last=True,
-            collate_fn=collate_batch,
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-        )
-        return epochs(loader, 2)
+        return epochs(loader_class(ds, sampler=sampler, batch_size=6, drop_last=True, **workers), 2)
 
     serial, parallel = run(0), run(2)
     reference = SubsampleSampler(labels, num_samples=40, seed=3, num_replicas=2, rank=1)
@@ -135,6 +132,16 @@ def test_workers_and_the_subsample_sampler_give_the_samplers_own_epochs(cache, l
             assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
             assert x["image_id"] == y["image_id"]
     assert serial[0][0]["image_id"] != serial[1][0]["image_id"]  # a fresh draw each epoch
+
+
+def test_training_batches_can_leave_the_ids_out(cache):
+    cache_file, data = cache
+    with_ids, without = (
+        CacheBatchDataset(cache_file, data)[[3, 1]],
+        CacheBatchDataset(cache_file, data, with_ids=False)[[3, 1]],
+    )
+    assert set(with_ids) == {"image", "label", "image_id", "patient_id"} and set(without) == {"image", "label"}
+    assert torch.equal(with_ids["image"], without["image"]) and torch.equal(with_ids["label"], without["label"])
 
 
 def test_sequential_validation_keeps_the_datalist_order_and_the_last_partial_batch(cache):

@@ -37,3 +37,27 @@ def test_unbalanced_subsample_follows_the_prevalence_roughly():
 def test_one_class_cannot_be_balanced():
     with pytest.raises(ValueError, match="both positive and negative"):
         SubsampleSampler([0] * 10, num_samples=4)
+
+
+def test_batch_mode_yields_the_same_epoch_as_arrays_of_whole_batches():
+    single, batched = SubsampleSampler(LABELS, 42, seed=5), SubsampleSampler(LABELS, 42, seed=5, batch_size=8)
+    for _ in range(2):  # each epoch a fresh draw, the same in both modes
+        epoch, batches = list(single), list(batched)
+        assert len(batches) == len(batched) == 5  # 42 // 8: the incomplete batch is dropped, as drop_last
+        assert all(isinstance(b, np.ndarray) and b.shape == (8,) for b in batches)
+        assert np.concatenate(batches).tolist() == epoch[:40]
+    assert batched.state_dict() == {"epoch": 2}
+
+
+def test_batch_mode_splits_each_ranks_share():
+    shares = [SubsampleSampler(LABELS, 40, seed=1, num_replicas=2, rank=r, batch_size=6) for r in range(2)]
+    whole = SubsampleSampler(LABELS, 40, seed=1).draw(0)
+    for rank, share in enumerate(shares):
+        batches = list(share)
+        assert len(batches) == len(share) == 3  # 20 per rank // 6
+        assert np.concatenate(batches).tolist() == whole[rank::2][:18].tolist()
+
+
+def test_negative_batch_size_is_refused():
+    with pytest.raises(ValueError, match="batch_size must be >= 0, got -1"):
+        SubsampleSampler(LABELS, 40, batch_size=-1)

@@ -51,6 +51,12 @@ def _generators(obj, found: list, seen: set, depth: int = 0) -> None:
             _generators(value, found, seen, depth + 1)
 
 
+def _epoch_sampler(loader):
+    """The loader's batch sampler where it keeps state (``SubsampleSampler(batch_size=...)``), else its sampler."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    return batch_sampler if hasattr(batch_sampler, "state_dict") else getattr(loader, "sampler", None)
+
+
 def _mt19937(state: dict, key_type=list) -> dict:
     """A ``RandomState`` state (``get_state(legacy=False)``) with its key as a list (to save) or an array (to set)."""
     key = state["state"]["key"]
@@ -240,7 +246,7 @@ class ResumeCheckpoint:
         ``state_dict``, its sampler and ``prepare_batch`` (device-side augmentation with its own generator)."""
         out = {"trainer": self.trainer, **self.objects}
         parts = {
-            "sampler": getattr(getattr(self.trainer, "data_loader", None), "sampler", None),
+            "sampler": _epoch_sampler(getattr(self.trainer, "data_loader", None)),
             "prepare_batch": getattr(self.trainer, "prepare_batch", None),
         }
         for name, part in parts.items():

@@ -11,7 +11,7 @@ from torch.utils.data import Sampler
 __all__ = ["SubsampleSampler"]
 
 
-class SubsampleSampler(Sampler[int]):
+class SubsampleSampler(Sampler):
     """Indices of one epoch: ``num_samples`` drawn afresh each epoch, or all of them shuffled.
 
     Sabottke & Spieler train on "subsample epochs" without defining them; here a subsample
@@ -34,6 +34,11 @@ class SubsampleSampler(Sampler[int]):
     equally likely. Epoch ``e`` uses the random stream seeded by ``(seed, e)``, so a run is
     reproducible, and its state is the count of epochs drawn (``state_dict``, for a resumed run).
 
+    With ``batch_size`` it is a batch sampler (``DataLoader(batch_sampler=...)``): the same epoch, cut into
+    numpy arrays of ``batch_size`` indices, the last incomplete batch dropped. A batch's indices then reach
+    ``CacheBatchDataset.__getitems__`` as one array, with no Python int per image on the way (the DataLoader's
+    own ``BatchSampler`` builds a list of ints per batch: at 32 px that cost more than reading the batch).
+
     Under ``DistributedDataParallel`` every rank draws the same epoch (same seed) and takes
     the disjoint share ``rank::num_replicas`` of it, cut to an equal length so that every rank
     runs the same number of steps (as ``DistributedSampler`` with ``drop_last``).
@@ -46,6 +51,7 @@ class SubsampleSampler(Sampler[int]):
         num_replicas: processes sharing the epoch [default: the world size when
             ``torch.distributed`` is initialised, else 1].
         rank: this process's share [default: its rank, else 0].
+        batch_size: 0 for single indices (a sampler), else arrays of that many (a batch sampler).
     """
 
     def __init__(
@@ -56,6 +62,7 @@ class SubsampleSampler(Sampler[int]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        batch_size: int = 0,
     ) -> None:
 
         labels = np.asarray(labels).astype(int)
@@ -63,6 +70,7 @@ class SubsampleSampler(Sampler[int]):
         self.num_samples = int(num_samples)
         self.balanced = bool(balanced)
         self.seed = int(seed)
+        self.batch_size = int(batch_size)
         self.epoch = 0
         distributed = dist.is_available() and dist.is_initialized()
         self.num_replicas = int(
@@ -71,6 +79,8 @@ class SubsampleSampler(Sampler[int]):
         self.rank = int(rank if rank is not None else dist.get_rank() if distributed else 0)
         if self.num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0, got {batch_size}")
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
         self.groups = self._groups()
@@ -91,7 +101,9 @@ class SubsampleSampler(Sampler[int]):
         return [g for g in groups if len(g)]
 
     def __len__(self) -> int:
-        return (self.num_samples or len(self.labels)) // self.num_replicas
+        """Indices per epoch and rank, or with ``batch_size`` whole batches."""
+        per_rank = (self.num_samples or len(self.labels)) // self.num_replicas
+        return per_rank // self.batch_size if self.batch_size else per_rank
 
     def draw(self, epoch: int) -> np.ndarray:
         """The indices of epoch ``epoch`` (0-based)."""
@@ -112,7 +124,14 @@ class SubsampleSampler(Sampler[int]):
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
 
-    def __iter__(self) -> Iterator[int]:
-        indices = self.draw(self.epoch)[self.rank :: self.num_replicas][: len(self)]
+    def __iter__(self) -> Iterator[int] | Iterator[np.ndarray]:
+        """The next epoch, drawn on the first ``next`` (a DataLoader with workers calls ``iter`` twice on its
+        first epoch and takes the second)."""
+        per_rank = (self.num_samples or len(self.labels)) // self.num_replicas
+        indices = self.draw(self.epoch)[self.rank :: self.num_replicas][:per_rank]
         self.epoch += 1
-        return iter(indices.tolist())
+        if not self.batch_size:
+            yield from indices.tolist()
+            return
+        batches = len(indices) // self.batch_size
+        yield from indices[: batches * self.batch_size].reshape(batches, self.batch_size)
