@@ -95,6 +95,22 @@ def test_no_cache_flag_skips_the_cache(tmp_path):
     assert (tmp_path / "s/data/split.csv").is_file() and not (tmp_path / "s/data/cache").exists()
 
 
+def test_no_cache_over_a_cache_of_other_images_removes_it_and_keeps_one_of_the_same(tmp_path):
+    from monai_cxr.data.cache import complete_resolutions
+
+    write_release(tmp_path / "a", patients=6)
+    write_release(tmp_path / "b", patients=8)
+    study, cache = tmp_path / "s", tmp_path / "s/data/cache"
+    main(["prepare", "--data-dir", str(tmp_path / "a"), "--study-dir", str(study), "--resolutions", "16"])
+    main(["prepare", "--data-dir", str(tmp_path / "a"), "--study-dir", str(study), "--no-cache", "--seed", "3"])
+    assert complete_resolutions(cache) == [16]  # the same images, split anew: the cache still fits
+    main(["prepare", "--data-dir", str(tmp_path / "b"), "--study-dir", str(study), "--no-cache"])
+    # other images: the old rows would be paired with the new index.csv, so the cache goes
+    assert complete_resolutions(cache) == [] and not list(cache.glob("r*.npy"))
+    main(["prepare", "--data-dir", str(tmp_path / "b"), "--study-dir", str(study), "--resolutions", "16"])
+    assert np.load(cache / "r16.npy").shape[0] == len(pd.read_csv(study / "data/index.csv"))
+
+
 @pytest.mark.parametrize("text, message", [("[1, 2]", "must hold a JSON object"), ("{", "not valid JSON")])
 def test_a_broken_study_json_is_one_line(tmp_path, text, message):
     from monai_cxr.errors import CxrError

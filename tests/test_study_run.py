@@ -99,7 +99,9 @@ def test_a_failed_cell_is_reported_with_its_log_and_exit_1(study_copy, capsys):
         main(["run", "--study-dir", str(study_copy)])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    assert f"FAILED  mass__resnet34__r32__s0 (exit 1); log: {broken / 'logs' / 'run.log'}" in out
+    # the one-line reason from the end of the log's traceback (a CxrError under MONAI's wrapping), then the log
+    reason = f"resize cache not found: {study_copy / 'missing.npy'}"
+    assert f"FAILED  mass__resnet34__r32__s0 (exit 1): {reason}; log: {broken / 'logs' / 'run.log'}" in out
     assert "0 finished, 1 skipped, 1 failed" in out
     assert "missing.npy" in (broken / "logs" / "run.log").read_text()
     assert not (broken / "run.json").exists()
@@ -141,3 +143,29 @@ def test_an_interrupted_runner_stops_its_cell_process_and_releases_the_lock(stud
     with open(cell / ".lock") as f:  # and its lock is free again
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert not (cell / "run.json").exists()
+
+
+@pytest.mark.parametrize(
+    "log, reason",
+    [
+        (  # a user's mistake wrapped by MONAI's config parser: the CxrError, not the wrapper
+            "Traceback (most recent call last):\n  File ...\nmonai_cxr.errors.CxrError: pretrained weights file w.pt "
+            "holds no tensors; allowed: ...\n\nThe above exception was the direct cause of the following exception:\n"
+            "RuntimeError: Failed to instantiate component 'x' with keywords: network,path\n",
+            "pretrained weights file w.pt holds no tensors; allowed: ...",
+        ),
+        (  # anything else: the last exception line, rank prefixes of torchrun dropped
+            "epoch 1/2: train_loss 0.7\n[rank0]: Traceback (most recent call last):\n"
+            "[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n",
+            "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+        ("epoch 1/2: train_loss 0.7\nKilled\n", ""),  # no exception: no reason, the log says the rest
+    ],
+)
+def test_the_reason_a_cell_failed_is_the_last_error_line_of_its_log(tmp_path, log, reason):
+    from monai_cxr.run.cell import failure_reason
+
+    path = tmp_path / "run.log"
+    path.write_text(log)
+    assert failure_reason(path) == reason
+    assert failure_reason(tmp_path / "absent.log") == ""

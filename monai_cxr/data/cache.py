@@ -279,6 +279,23 @@ def build_cache(
     return manifest
 
 
+def discard_if_stale(index: pd.DataFrame, cache_dir: str | os.PathLike, square: str = "pad", images=None) -> bool:
+    """Remove a cache built from other inputs than ``index`` (``prepare --no-cache`` after the images or the
+    square policy changed): left in place, its rows would no longer be index.csv's rows. True if removed."""
+    cache_dir = Path(cache_dir)
+    manifest, arrays = _load_manifest(cache_dir), sorted(cache_dir.glob("r*.npy"))
+    if not manifest and not arrays:
+        return False
+    images = images if images is not None else FileImages(index["path"].astype(str), square)
+    if manifest.get("format") == FORMAT and manifest.get("fingerprint") == fingerprint(index, square, images):
+        return False
+    (cache_dir / "manifest.json").unlink(missing_ok=True)  # first: no manifest lists an array being deleted
+    for array in arrays:
+        array.unlink(missing_ok=True)
+    log.info(f"cache: removed the resize cache of other inputs from {cache_dir}; prepare without --no-cache builds it")
+    return True
+
+
 def complete_resolutions(cache_dir: str | os.PathLike) -> list[int]:
     """The resolutions the cache holds in full (per its manifest; none without one)."""
     return sorted(int(r) for r in _load_manifest(Path(cache_dir)).get("complete", []))

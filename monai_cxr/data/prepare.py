@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_cxr.data.cache import build_cache, check_settings
+from monai_cxr.data.cache import build_cache, check_settings, discard_if_stale
 from monai_cxr.data.labels import empty_folds, label_columns, require_positives
 from monai_cxr.data.sources import get_source
 from monai_cxr.data.sources.base import Options, TableOptions
@@ -191,6 +191,8 @@ def prepare(
             data_path / "split.csv": lambda tmp: folds.to_csv(tmp, index=False),
         }
     )
+    if not cache:  # a cache of other images would pair index.csv's rows with the wrong pixels
+        discard_if_stale(index, data_path / "cache", square=square, images=data.images)
     settings["fingerprint"] = data_fingerprint(study_dir)
     update_study(study_dir, data=settings, synthetic=synthetic)
     log.info(f"wrote {data_path / 'index.csv'} and {data_path / 'split.csv'}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -88,9 +89,35 @@ def _result_line(cell_dir: Path) -> str:
     return f"{auc}  {run['train_seconds']:.0f} s  {format_rate(run.get('images_per_s'))}"
 
 
+# "monai_cxr.errors.CxrError: msg", "ValueError: msg", "[rank1]: RuntimeError: msg" as a traceback ends
+_ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:[A-Za-z_][\w.]*\.)?(\w*(?:Error|Exception|Interrupt))): (.+)$")
+
+
+def failure_reason(log_file: str | os.PathLike, tail_bytes: int = 1 << 16) -> str:
+    """The one line that says why a cell failed, from the end of its log: the last ``CxrError`` message (a
+    user's mistake, told in one line even when MONAI's config parser wrapped it), else the last exception
+    line (``RuntimeError: CUDA out of memory ...``); "" when the log has neither."""
+    try:
+        with open(log_file, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - tail_bytes))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    last = ""
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line.strip())
+        if match is None:
+            continue
+        if match.group(2) == "CxrError":
+            return match.group(3)
+        last = last or f"{match.group(2)}: {match.group(3)}"
+    return last
+
+
 @dataclass
 class CellOutcome:
-    """How one ``run_cell`` ended: ``status`` is finished, failed, skipped or busy."""
+    """How one ``run_cell`` ended: ``status`` is finished, failed, skipped or busy; ``reason`` says why it
+    failed (:func:`failure_reason`)."""
 
     name: str
     status: str
@@ -98,6 +125,7 @@ class CellOutcome:
     log: str = ""
     result: str = ""
     host: str = ""
+    reason: str = ""
 
 
 def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int = 1, on_start=None) -> CellOutcome:
@@ -149,4 +177,4 @@ def run_cell(cell_dir: str | os.PathLike, threads: int = 1, nproc_per_node: int 
         os.close(fd)
     if returncode == 0 and (cell_dir / "run.json").is_file():
         return CellOutcome(cell_dir.name, "finished", 0, str(log), _result_line(cell_dir), host)
-    return CellOutcome(cell_dir.name, "failed", returncode, str(log), host=host)
+    return CellOutcome(cell_dir.name, "failed", returncode, str(log), host=host, reason=failure_reason(log))

@@ -150,7 +150,10 @@ def run_cells(
             if outcome.status == "finished":
                 log.info(f"{tracker.status()}  done    {outcome.name}: {outcome.result}")
             elif outcome.status == "failed":
-                log.info(f"{tracker.status()}  FAILED  {outcome.name} (exit {outcome.returncode}); log: {outcome.log}")
+                why = f": {outcome.reason}" if outcome.reason else ""
+                log.info(
+                    f"{tracker.status()}  FAILED  {outcome.name} (exit {outcome.returncode}){why}; log: {outcome.log}"
+                )
             elif outcome.status == "busy":
                 log.info(f"{tracker.status()}  busy    {outcome.name}: another process is running it")
             else:
