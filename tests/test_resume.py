@@ -33,9 +33,14 @@ def result(cell):
     return {key: run[key] for key in keys}, (cell / "predictions.csv").read_text(), run
 
 
-def test_a_killed_cell_resumes_after_its_last_epoch_and_ends_as_an_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loader_workers", [0, 2])
+def test_a_killed_cell_resumes_after_its_last_epoch_and_ends_as_an_uninterrupted_run(
+    tmp_path, monkeypatch, loader_workers
+):
+    """With loader workers too: the augmentation runs in prepare_batch, in the training process, from its own
+    saved generator, and the sampler draws each epoch from (seed, epoch) in the main process."""
     study = make_hand_study(tmp_path / "study", {"Mass": lambda i: (i // 3) % 2}, n_patients=16)
-    (cell,) = generate(study, GridSettings(**SETTINGS))
+    (cell,) = generate(study, GridSettings(**SETTINGS, loader_workers=loader_workers))
     models = cell / "models"
 
     # a checkpoint of other settings (here: another fingerprint) is discarded with a line, never loaded
