@@ -757,6 +757,7 @@ def run_command(study_dir, **run):
 @cli.command()
 @options(
     "archs",
+    "arch_file",
     "resolutions",
     archs={"default": "resnet34,densenet121"},
     resolutions={"default": PAPER_RESOLUTIONS, "help": "Comma-separated square input sizes to probe."},
@@ -776,14 +777,14 @@ def run_command(study_dir, **run):
     show_default="none",
     help="Also write the table as CSV (what generate --batch-size auto reads).",
 )
-def probe(archs, resolutions, memory_budget, device, out_csv):
+def probe(archs, arch_file, resolutions, memory_budget, device, out_csv):
     """Peak memory of a training step per architecture and resolution, and the largest batch that fits.
 
     On CUDA the allocator's peak; on a CPU an estimate (the tensor bytes a step holds, a lower bound).
     """
     from monai_cxr.grid.probe import parse_size, probe_table
 
-    probe_table(archs, resolutions, parse_size(memory_budget), device=device, out_csv=out_csv)
+    probe_table(archs, resolutions, parse_size(memory_budget), device=device, out_csv=out_csv, arch_file=arch_file)
 
 
 @cli.command()

@@ -41,7 +41,7 @@ def measured():
 def remeasured(measured, monkeypatch):
     """``probe.measure`` answered from ``measured`` at any budget: tests of the wiring need no new probe."""
 
-    def fake(arch, resolution, budget, device=None, batch_sizes=None):
+    def fake(arch, resolution, budget, device=None, batch_sizes=None, defs=None):
         res = measured[(arch, resolution)]
         return dataclasses.replace(
             res, budget_mb=budget / MIB, max_batch=_max_batch(res.fixed_mb, res.per_image_mb, budget / MIB)
@@ -188,6 +188,36 @@ def test_probe_command_writes_the_table(tmp_path, capsys, measured, remeasured):
     (row,) = read_probe_csv(tmp_path / "probe.csv")
     assert (row.arch, row.resolution, row.device, row.budget_mb) == ("resnet34", 16, "cpu", 1024.0)
     assert row == measured[("resnet34", 16)]
+
+
+def test_networks_of_an_arch_file_are_probed_and_sized_for_auto_batches(tmp_path, capsys):
+    """probe --arch-file, then generate --batch-size auto with that table or measuring itself, same batches."""
+    import json
+
+    from conftest import TINY_GRID
+
+    from monai_cxr.grid.probe import resolve_batch_sizes
+    from monai_cxr.grid.settings import GridSettings
+
+    tiny = {"_target_": "DenseNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "init_features": 8}
+    tiny.update(growth_rate=4, block_config=[2, 2], bn_size=2)
+    nets = tmp_path / "nets.json"
+    nets.write_text(json.dumps({"tiny": tiny}))
+    table = tmp_path / "probe.csv"
+    args = ["probe", "--archs", "tiny", "--arch-file", str(nets), "--resolutions", "16,32", "--device", "cpu"]
+    main([*args, "--memory-budget", "16MiB", "--out", str(table)])
+    rows = read_probe_csv(table, {"tiny": tiny})
+    assert [(r.arch, r.resolution) for r in rows] == [("tiny", 16), ("tiny", 32)]
+    assert rows[0].per_image_mb < rows[1].per_image_mb and rows[1].max_batch < rows[0].max_batch
+    with pytest.raises(CxrError, match="architecture 'tiny' is not one of resnet34, densenet121"):
+        read_probe_csv(table)  # without the file the name means nothing
+    grid = dict(TINY_GRID, subsample=4096, archs=["tiny"], arch_file=str(nets), batch_size="auto")
+    from_table = resolve_batch_sizes(
+        GridSettings(labels=["Mass"], resolutions=[16, 32], **grid, probe_table=str(table))
+    )
+    measured = resolve_batch_sizes(GridSettings(labels=["Mass"], resolutions=[16, 32], **grid, memory_budget="16MiB"))
+    assert from_table.batch_sizes == measured.batch_sizes
+    assert from_table.batch_sizes["tiny@32"] < from_table.batch_sizes["tiny@16"]
 
 
 def test_probe_refuses_what_the_network_cannot_take():

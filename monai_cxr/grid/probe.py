@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_flatten
 
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import write_csv
-from monai_cxr.grid.networks import ARCHS, accepts, check_input_size, network_def, smallest_input
+from monai_cxr.grid.networks import ARCHS, accepts, arch_defs, check_input_size, network_def, smallest_input
 from monai_cxr.grid.settings import GridSettings
 
 __all__ = [
@@ -151,7 +151,9 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
-def _step_trace(arch: str, resolution: int, batch: int, device: torch.device) -> tuple[list[int], float]:
+def _step_trace(
+    arch: str, resolution: int, batch: int, device: torch.device, defs: dict | None = None
+) -> tuple[list[int], float]:
     """Tensor bytes alive after each op of a training step at ``batch``, and the step's peak in bytes.
 
     A first step at a small resolution (16 px, or the smallest the network takes) creates the AdamW
@@ -159,7 +161,7 @@ def _step_trace(arch: str, resolution: int, batch: int, device: torch.device) ->
     built: the CUDA allocator's on CUDA, the traced maximum on a CPU.
     """
     cuda = device.type == "cuda"
-    warm = max(16, smallest_input(network_def(arch)))  # a cheap first step (optimiser state, allocator)
+    warm = max(16, smallest_input(network_def(arch, defs)))  # a cheap first step (optimiser state, allocator)
     gc.collect()
     gc.disable()  # collections at arbitrary moments would make the trace depend on the heap's history
     try:
@@ -168,7 +170,7 @@ def _step_trace(arch: str, resolution: int, batch: int, device: torch.device) ->
             torch.cuda.empty_cache()
             base = torch.cuda.memory_allocated(device)
         with _LiveBytes(device.type) as live:
-            net = ConfigParser({"net": network_def(arch)}).get_parsed_content("net").to(device).train()
+            net = ConfigParser({"net": network_def(arch, defs)}).get_parsed_content("net").to(device).train()
             opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)  # as in the template
             loss_fn = torch.nn.BCEWithLogitsLoss()
             for b, r in ((MIN_BATCH, warm), (batch, resolution)):
@@ -198,21 +200,27 @@ def _resolve_device(device) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def measure(arch: str, resolution: int, budget_bytes: int, device=None, batch_sizes=None) -> ProbeResult:
+def measure(
+    arch: str, resolution: int, budget_bytes: int, device=None, batch_sizes=None, defs: dict | None = None
+) -> ProbeResult:
     """Fit a training step's memory as fixed + per-image x batch, and the largest batch that fits the budget.
+
+    ``defs`` maps names to ``network_def`` s (``grid.networks.arch_defs``, an ``--arch-file``'s networks
+    included); by default the built-in ones.
 
     ``batch_sizes`` defaults to 2 and 8 on CUDA (a wider base against the allocator's rounding)
     and 2 and 4 on a CPU (traced bytes are exactly linear; at 600 px a DenseNet121 image takes ~0.9 GiB).
     """
     device = _resolve_device(device)
     batch_sizes = batch_sizes or ((2, 8) if device.type == "cuda" else (2, 4))
-    if arch not in ARCHS:
-        raise CxrError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
-    check_input_size(arch, network_def(arch), [resolution])
+    defs = ARCHS if defs is None else defs
+    if arch not in defs:
+        raise CxrError(f"architecture {arch!r} is not one of {', '.join(defs)}")
+    check_input_size(arch, network_def(arch, defs), [resolution])
     b1, b2 = batch_sizes
     if not MIN_BATCH <= b1 < b2:
         raise CxrError(f"probe batch sizes {b1}, {b2} must rise from at least {MIN_BATCH}")
-    (t1, p1), (t2, p2) = (_step_trace(arch, resolution, b, device) for b in (b1, b2))
+    (t1, p1), (t2, p2) = (_step_trace(arch, resolution, b, device, defs) for b in (b1, b2))
     per_image = (p2 - p1) / (b2 - b1)
     if len(t1) == len(t2):  # the same ops at both batch sizes: the steepest moment
         per_image = max(per_image, max((v2 - v1) / (b2 - b1) for v1, v2 in zip(t1, t2)))
@@ -247,14 +255,14 @@ def batch_for_budget(result: ProbeResult, budget_bytes: int | None = None, cap: 
 
 
 def auto_batch_sizes(
-    archs, resolutions, budget_bytes: int, device=None, cap: int = 512, multiple: int = 8, results=None
+    archs, resolutions, budget_bytes: int, device=None, cap: int = 512, multiple: int = 8, results=None, defs=None
 ) -> dict[tuple[str, int], int]:
     """``{(arch, resolution): batch}`` for ``generate --batch-size auto``: higher resolution, smaller batch.
 
     Measures each pair, or looks it up in ``results`` (e.g. ``read_probe_csv`` of an earlier probe).
     """
     if results is None:
-        results = [measure(a, int(r), budget_bytes, device=device) for a in archs for r in resolutions]
+        results = [measure(a, int(r), budget_bytes, device=device, defs=defs) for a in archs for r in resolutions]
     by_key = {}
     for res in results:
         if (res.arch, res.resolution) in by_key:
@@ -278,11 +286,12 @@ def resolve_batch_sizes(settings: GridSettings, device=None) -> GridSettings:
     if settings.batch_size != "auto":
         return settings
     settings.check()
-    results = read_probe_csv(settings.probe_table) if settings.probe_table else None
+    defs = arch_defs(settings.archs, settings.arch_file)
+    results = read_probe_csv(settings.probe_table, defs) if settings.probe_table else None
     budget = parse_size(settings.memory_budget) if settings.memory_budget else None
     if results is None and budget is None:
         raise CxrError("--batch-size auto without --probe-table needs --memory-budget")
-    sizes = auto_batch_sizes(settings.archs, settings.resolutions, budget, device=device, results=results)
+    sizes = auto_batch_sizes(settings.archs, settings.resolutions, budget, device=device, results=results, defs=defs)
     chosen = {f"{arch}@{resolution}": batch for (arch, resolution), batch in sorted(sizes.items())}
     log.info(
         "batch sizes for the memory budget: " + ", ".join(f"{k.replace('@', ' ')} px: {v}" for k, v in chosen.items())
@@ -290,8 +299,10 @@ def resolve_batch_sizes(settings: GridSettings, device=None) -> GridSettings:
     return replace(settings, batch_sizes=chosen)
 
 
-def read_probe_csv(path) -> list[ProbeResult]:
-    """The rows ``probe --out`` wrote, checked: known networks and resolutions, positive sizes, consistent batches."""
+def read_probe_csv(path, defs: dict | None = None) -> list[ProbeResult]:
+    """The rows ``probe --out`` wrote, checked: known networks (built in, or in ``defs``) and resolutions,
+    positive sizes, consistent batches."""
+    defs = ARCHS if defs is None else defs
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -316,9 +327,9 @@ def read_probe_csv(path) -> list[ProbeResult]:
             )
         except ValueError as exc:
             raise CxrError(f"{where}: {exc}") from exc
-        if res.arch not in ARCHS:
-            raise CxrError(f"{where}: architecture {res.arch!r} is not one of {', '.join(ARCHS)}")
-        if not accepts(network_def(res.arch), res.resolution):
+        if res.arch not in defs:
+            raise CxrError(f"{where}: architecture {res.arch!r} is not one of {', '.join(defs)}")
+        if not accepts(network_def(res.arch, defs), res.resolution):
             raise CxrError(f"{where}: {res.arch} does not take {res.resolution} px")
         if not (res.per_image_mb > 0 and res.fixed_mb >= 0 and res.budget_mb > 0) or not all(
             map(math.isfinite, (res.budget_mb, res.fixed_mb, res.per_image_mb))
@@ -334,10 +345,11 @@ def read_probe_csv(path) -> list[ProbeResult]:
 
 
 def probe_table(
-    archs, resolutions, budget_bytes: int, device=None, out_csv=None, batch_sizes=None
+    archs, resolutions, budget_bytes: int, device=None, out_csv=None, batch_sizes=None, arch_file=None
 ) -> list[ProbeResult]:
     """Measure every (arch, resolution), print a table, optionally write it as CSV for ``generate``."""
     device = _resolve_device(device)
+    defs = arch_defs(archs, arch_file)
     method = (
         "CUDA allocator peak (max_memory_allocated)"
         if device.type == "cuda"
@@ -348,7 +360,7 @@ def probe_table(
     results = []
     for arch in archs:
         for r in resolutions:
-            res = measure(arch, int(r), budget_bytes, device=device, batch_sizes=batch_sizes)
+            res = measure(arch, int(r), budget_bytes, device=device, batch_sizes=batch_sizes, defs=defs)
             results.append(res)
             log.info(
                 f"{arch:<12} {r:>5} {res.device:>7} {res.fixed_mb:>10.0f} {res.per_image_mb:>10.3f} "
