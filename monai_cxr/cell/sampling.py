@@ -100,10 +100,12 @@ class SubsampleSampler(Sampler):
             groups.append(np.flatnonzero(rarest == -1))
         return [g for g in groups if len(g)]
 
+    def _per_rank(self) -> int:
+        return (self.num_samples or len(self.labels)) // self.num_replicas
+
     def __len__(self) -> int:
         """Indices per epoch and rank, or with ``batch_size`` whole batches."""
-        per_rank = (self.num_samples or len(self.labels)) // self.num_replicas
-        return per_rank // self.batch_size if self.batch_size else per_rank
+        return self._per_rank() // self.batch_size if self.batch_size else self._per_rank()
 
     def draw(self, epoch: int) -> np.ndarray:
         """The indices of epoch ``epoch`` (0-based)."""
@@ -127,8 +129,7 @@ class SubsampleSampler(Sampler):
     def __iter__(self) -> Iterator[int] | Iterator[np.ndarray]:
         """The next epoch, drawn on the first ``next`` (a DataLoader with workers calls ``iter`` twice on its
         first epoch and takes the second)."""
-        per_rank = (self.num_samples or len(self.labels)) // self.num_replicas
-        indices = self.draw(self.epoch)[self.rank :: self.num_replicas][:per_rank]
+        indices = self.draw(self.epoch)[self.rank :: self.num_replicas][: self._per_rank()]
         self.epoch += 1
         if not self.batch_size:
             yield from indices.tolist()
