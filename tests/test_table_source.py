@@ -2,6 +2,7 @@
 table, and one-line errors for bad values, columns, folds and images."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -117,6 +118,32 @@ def test_bad_table_is_one_clear_error(tmp_path, transform, message):
     write_table(tmp_path)
     _edit(tmp_path / "tables/study.csv", transform)
     with pytest.raises(CxrError, match=message):
+        read_table(tmp_path / "tables/study.csv", **COLUMNS)
+
+
+def _link(tmp, name, how):
+    """``images/NAME``, a symbolic or hard link to ``images/p000/img0.png``, as the table spells it."""
+    getattr(tmp / "images" / name, how)(tmp / "images/p000/img0.png")
+    return f"../images/{name}"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda tmp: "../images/./p000/img0.png",  # another spelling of the relative path
+        lambda tmp: str(tmp / "images/p000/img0.png"),  # the absolute path
+        lambda tmp: _link(tmp, "soft.png", "symlink_to"),
+        lambda tmp: _link(tmp, "hard.png", "hardlink_to"),
+    ],
+    ids=["dot", "absolute", "symlink", "hardlink"],
+)
+def test_one_file_listed_twice_under_other_names_is_refused(tmp_path, spelling):
+    """It would be one image counted twice, here with the other label and another patient, so possibly in
+    the train and the test fold at once."""
+    write_table(tmp_path)
+    name = spelling(tmp_path)
+    _edit(tmp_path / "tables/study.csv", lambda ls: ls + [f"{name},S999,PA,1,0"])
+    with pytest.raises(CxrError, match=rf"images '../images/p000/img0.png' and '{re.escape(name)}' are the same file"):
         read_table(tmp_path / "tables/study.csv", **COLUMNS)
 
 

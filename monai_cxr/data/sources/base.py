@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,12 +259,24 @@ def parse_labels(
     return pd.DataFrame(out, index=table.index)
 
 
-def check_files(index: pd.DataFrame, where, drop_missing: bool = False) -> pd.DataFrame:
-    """Keep rows whose ``path`` is a file; a missing one fails unless ``drop_missing``.
+def _file_identity(path: str):
+    """``(device, inode)`` of a regular file (through links), None if there is none: one ``stat``."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
-    Every file-based source ends with this check, so a missing image reads the same for all.
+
+def check_files(index: pd.DataFrame, where, drop_missing: bool = False) -> pd.DataFrame:
+    """Keep rows whose ``path`` is a file; a missing one fails unless ``drop_missing``; two rows of one file fail.
+
+    Every file-based source ends with this check, so a missing image reads the same for all. One file listed
+    twice (``a.png`` and ``./a.png``, an absolute path, a symlink or a hard link) would be one image counted as
+    two, possibly with other labels and in other folds, so it is refused, naming both.
     """
-    absent = ~index["path"].map(os.path.isfile).to_numpy(dtype=bool)
+    identity = index["path"].map(_file_identity)
+    absent = identity.isna().to_numpy(dtype=bool)
     if absent.any():
         n, first = int(absent.sum()), ", ".join(index.loc[absent, "image_id"].iloc[:3])
         if not drop_missing:
@@ -272,9 +285,18 @@ def check_files(index: pd.DataFrame, where, drop_missing: bool = False) -> pd.Da
                 f"(first: {first}); pass --drop-missing to leave them out"
             )
         log.warning(f"dropping {n} listed images that are missing (first: {first})")
-        index = index[~absent]
+        index, identity = index[~absent], identity[~absent]
         if index.empty:
             raise CxrError(f"none of the listed images exist under {where}")
+    if identity.duplicated().any():
+        first: dict = {}
+        for row, key in zip(index.index, identity):
+            if key in first:
+                a, b = index.at[first[key], "image_id"], index.at[row, "image_id"]
+                raise CxrError(
+                    f"{where}: images {a!r} and {b!r} are the same file ({index.at[row, 'path']}); list each image once"
+                )
+            first[key] = row
     return index.reset_index(drop=True)
 
 
