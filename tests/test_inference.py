@@ -243,3 +243,27 @@ def test_predict_refuses_an_inference_json_that_cannot_score_files(study_copy, t
         f"monai-cxr: error: {cell}/configs/inference.json cannot score image files "
         "(written by an older monai-cxr); generate the cell again\n"
     )
+
+
+@pytest.mark.parametrize("out", ["a.png", "b.PNG", "c.nii.gz", "d.dcm", "x.csv"])
+def test_predict_never_writes_its_scores_over_an_image(study_copy, tmp_path, capsys, out):
+    """Over an image named as the output, or over one of the inputs (here x.csv, passed as an input)."""
+    (cell,) = generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16], **TINY_GRID))
+    for name in ("a.png", "x.csv"):
+        (tmp_path / name).write_bytes(b"the user's file")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "predict",
+                "--cell",
+                str(cell),
+                str(tmp_path / "a.png"),
+                str(tmp_path / "x.csv"),
+                "--out",
+                str(tmp_path / out),
+            ]
+        )
+    assert exit_info.value.code == 2
+    why = "is one of the inputs" if out == "x.csv" else "names an image file"
+    assert capsys.readouterr().err.startswith(f"monai-cxr: error: --out {tmp_path / out} {why}")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "x.csv").read_bytes() == b"the user's file"

@@ -404,6 +404,17 @@ def _device(device: str | torch.device | None) -> torch.device | None:
     return device
 
 
+def _check_out(out: str | os.PathLike, inputs) -> None:
+    """One line unless ``out`` is a fit place for the scores: not an image's name, not one of the inputs."""
+    name = os.fspath(out)
+    if name.lower().endswith(SUFFIXES):
+        raise CxrError(f"--out {name} names an image file; the scores are a CSV table (e.g. scores.csv)")
+    if os.path.exists(name):
+        for given in inputs:
+            if os.path.exists(given) and os.path.samefile(name, given):
+                raise CxrError(f"--out {name} is one of the inputs; write the scores elsewhere")
+
+
 def predict(
     cell_dir: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
@@ -419,6 +430,7 @@ def predict(
     dicts and lists, so a name with ``$``, ``@`` or ``#`` stays as it is. Returns the saver (``names``,
     ``scores``, ``skipped``).
     """
+    _check_out(out, inputs)
     cell_dir = Path(cell_dir)
     config = cell_dir / "configs" / "inference.json"
     if not config.is_file():
