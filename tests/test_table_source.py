@@ -173,6 +173,8 @@ def test_unreadable_image_fails_the_cache_naming_the_file(tmp_path):
         (["--dataset", "nih", "--data-dir", ".", "--uncertain", "zeros"], "--uncertain applies to --dataset chexpert"),
         (["--dataset", "chexpert"], "--dataset chexpert needs --data-dir"),
         (["--dataset", "nih", "--data-dir", ".", "--label-cols", "Mass"], "--label-cols applies to --dataset csv"),
+        (["--dataset", "nih", "--data-dir", ".", "--patient-col", "foo"], "--patient-col applies to --dataset csv"),
+        (["--dataset", "chexpert", "--data-dir", ".", "--path-col", "f"], "--path-col applies to --dataset csv"),
         (
             [
                 "--dataset",

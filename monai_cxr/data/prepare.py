@@ -14,6 +14,7 @@ Nothing is ever written inside ``--data-dir``.
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
@@ -46,9 +47,11 @@ def _check_options(source, opts: Options) -> None:
         raise CxrError(f"--dataset {source.name} reads --table (paths relative to it), not --data-dir")
     if opts.uncertain is not None and "uncertain" not in source.options:
         raise CxrError(f"--uncertain applies to --dataset chexpert, not {source.name}")
-    if opts.table is not None and "table" not in source.options:
+    if opts.table is not None and "table" not in source.options:  # any column option set away from its default
         given = [
-            f"--{k.replace('_', '-')}" for k in ("table", "label_cols", "view_col", "id_col") if getattr(opts.table, k)
+            f"--{f.name.replace('_', '-')}"
+            for f in fields(TableOptions)
+            if getattr(opts.table, f.name) != getattr(TableOptions(), f.name)
         ]
         if given:
             raise CxrError(f"{given[0]} applies to --dataset csv, not {source.name}")
