@@ -54,11 +54,13 @@ def test_prepare_writes_index_split_cache_and_study(tmp_path):
         (["--resolutions", "32,big"], "'big' is not an integer"),
         (["--resolutions", "96"], "resolution 96 exceeds the source size"),
         (["--data-dir", "/nonexistent/nih"], "does not exist"),
+        (["--data-dir", "nih/Data_Entry_2017.csv"], "Data_Entry_2017.csv' is a file, not a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     write_release(tmp_path / "nih", patients=10)
     base = ["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(tmp_path / "s"), "--workers", "1"]
+    args = [str(tmp_path / a) if a.startswith("nih/") else a for a in args]
     code, out, err = run_cli(*base, *args)
     assert code == 2
     assert message in err and "Traceback" not in err

@@ -259,6 +259,15 @@ def parse_labels(
     return pd.DataFrame(out, index=table.index)
 
 
+def require_folder(data_dir: Path) -> None:
+    """One line unless ``data_dir`` is a folder: absent, or a file (the release's CSV, say) in its place."""
+    if data_dir.is_dir():
+        return
+    if data_dir.exists():
+        raise CxrError(f"data folder {str(data_dir)!r} is a file, not a folder; give the folder that holds the release")
+    raise CxrError(f"data folder {str(data_dir)!r} does not exist")
+
+
 def _file_identity(path: str):
     """``(device, inode)`` of a regular file (through links), None if there is none: one ``stat``."""
     try:

@@ -33,6 +33,7 @@ from monai_cxr.data.sources.base import (
     given_split,
     parse_labels,
     read_csv_table,
+    require_folder,
 )
 from monai_cxr.data.views import select_view
 from monai_cxr.errors import CxrError
@@ -61,8 +62,7 @@ _PATIENT = re.compile(r"(?:^|/)(patient\d+)/")
 def find_release(data_dir) -> Path:
     """The folder holding ``train.csv``: ``data_dir`` itself or its ``CheXpert-v1.0*/`` folder."""
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise CxrError(f"data folder {str(data_dir)!r} does not exist")
+    require_folder(data_dir)
     if (data_dir / "train.csv").is_file():
         return data_dir
     found = sorted(p for p in data_dir.glob("CheXpert-v1.0*") if (p / "train.csv").is_file())

@@ -20,6 +20,7 @@ from monai_cxr.data.sources.base import (
     check_files,
     check_unique,
     read_csv_table,
+    require_folder,
 )
 from monai_cxr.data.split import patient_split
 from monai_cxr.data.views import select_view
@@ -48,8 +49,7 @@ REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 
 def find_entry_csv(data_dir: Path) -> Path:
     """The release's data-entry CSV (the v2020 file when both are present)."""
-    if not data_dir.is_dir():
-        raise CxrError(f"data folder {str(data_dir)!r} does not exist")
+    require_folder(data_dir)
     for name in CSV_NAMES:
         if (data_dir / name).is_file():
             return data_dir / name
