@@ -953,10 +953,14 @@ def _os_error_line(exc: OSError) -> str:
     return f"{'cannot write ' if isinstance(exc, WriteError) else ''}{exc.filename}: {cause}"
 
 
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 def main(argv=None):
     """Entry point: no traceback for what a user can fix.
 
-    A user's mistake (:class:`CxrError`) is one line on stderr and exit status 2; a refusal of the
+    A user's mistake (:class:`CxrError`, or an option click refuses) is one line on stderr and exit status 2;
+    a refusal of the
     system (a full disk, a read-only or unreadable path: ``OSError``) is one line naming the
     path and the cause, and exit status 1.
     """
@@ -966,6 +970,13 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except _NO_ARGS as exc:  # `monai-cxr` alone: the help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # a bad option value, an unknown option: one line too, and where to look
+        where = exc.ctx.command_path if exc.ctx is not None else "monai-cxr"
+        click.echo(f"monai-cxr: error: {exc.format_message().rstrip('.')} (see {where} --help)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

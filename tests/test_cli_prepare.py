@@ -64,7 +64,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     code, out, err = run_cli(*base, *args)
     assert code == 2
     assert message in err and "Traceback" not in err
-    assert len([line for line in err.splitlines() if "rror" in line]) == 1
+    # one line in one format, whether click refused the value or monai-cxr did
+    assert err.startswith("monai-cxr: error: ") and err.count("\n") == 1
 
 
 def test_labels_without_positives_are_named_in_one_line(tmp_path, log_lines):
