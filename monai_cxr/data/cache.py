@@ -22,6 +22,17 @@ and it allocates each array's blocks (``posix_fallocate``) before memory-mapping
 fills up is then one clear error at the start, never a SIGBUS in the middle of a write. The manifest also holds a
 fingerprint of the inputs (ids, paths, file sizes and times, square policy): when it no
 longer matches, the cache is rebuilt; resolutions already complete are not redone.
+
+A rebuild never puts a usable cache at risk: when ``cache/`` holds complete resolutions of other
+inputs, the new cache is built beside it in ``cache.new/`` (same layout, its own manifest naming
+the inputs it is for) and swapped in only when complete (``cache/`` renamed to ``cache.old/``,
+``cache.new/`` to ``cache/``, then ``cache.old/`` deleted; a kill between the renames is finished
+by the next build). Until then ``cache/`` keeps its bytes, so a failed or killed rebuild leaves
+the study usable with its old data, and a rerun resumes the staged build; a ``cache.new/`` of
+other inputs is discarded. Only when the disk has no room for both does the rebuild delete the
+old cache first and build in place, saying so in one line. Adding resolutions to a cache of the
+same inputs, or resuming a build of them, is done in place. Readers (:func:`open_cache`) only
+ever look at ``cache/``.
 """
 
 from __future__ import annotations
