@@ -245,7 +245,7 @@ def build_cache(
             if not staged:
                 raise
             no_room = True
-    if no_room:  # for both caches: the old one goes first, as if nothing were staged (or one line if even then)
+    if no_room:  # for both caches: rebuild in place, the old arrays deleted first (the usual line if still short)
         plan = _plan(cache_dir, fp, resolutions)
         check_space(cache_dir, n, plan.todo, plan.reclaim() + sorted(staging.glob("r*.npy")))
         staged, discard = False, [staging]
