@@ -1,6 +1,8 @@
 """The resize cache: exact area averages of the source, resumable, rebuilt only on change."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,3 +154,81 @@ def test_a_cache_of_the_previous_format_is_rebuilt_with_exact_area_means(tmp_pat
         np.testing.assert_array_equal(
             open_cache(tmp_path / "cache", 30)[row], area_resize(np.asarray(Image.open(path)), [30])[30]
         )
+
+
+def _hashes(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_rebuild_that_fails_midway_leaves_the_old_cache_byte_identical(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "CHUNK", 4)
+    index = _images(tmp_path / "img", n=10)
+    build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False)
+    before = _hashes(tmp_path / "cache")
+    (tmp_path / "img" / "007.png").write_bytes(Path(index["path"][7]).read_bytes()[:100])  # not the first row
+    with pytest.raises(CxrError, match="cannot read image .*007.png"):
+        build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False)
+    assert _hashes(tmp_path / "cache") == before and cache_mod.complete_resolutions(tmp_path / "cache") == [8, 16]
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(index["path"][7])
+    build_cache(index, tmp_path / "cache", [8, 16], workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "img"]  # swapped in: no cache.new, no cache.old
+    assert open_cache(tmp_path / "cache", 16)[7].max() == 0
+    direct = area_resize(np.asarray(Image.open(index["path"][6])), [16])[16]
+    np.testing.assert_array_equal(open_cache(tmp_path / "cache", 16)[6], direct)
+
+
+def test_a_killed_rebuild_resumes_in_its_staging_folder(tmp_path, monkeypatch, log_lines):
+    monkeypatch.setattr(cache_mod, "CHUNK", 4)
+    index = _images(tmp_path / "img", n=20)
+    build_cache(index, tmp_path / "cache", [8], workers=1, progress=False)
+    before = _hashes(tmp_path / "cache")
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(index["path"][1])
+    real = cache_mod._build_chunk
+
+    def killed_at_chunk_3(job):
+        if job[0] == 3:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(cache_mod, "_build_chunk", killed_at_chunk_3)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(index, tmp_path / "cache", [8], workers=1, progress=False)
+    assert _hashes(tmp_path / "cache") == before
+    staged = json.loads((tmp_path / "cache.new" / "manifest.json").read_text())
+    assert staged["fingerprint"] == cache_mod.fingerprint(index, "pad", FileImages(index["path"], "pad"))
+    assert staged["building"]["done"] == [0, 1, 2]
+    built = []
+    monkeypatch.setattr(cache_mod, "_build_chunk", lambda job: built.append(job[0]) or real(job))
+    log_lines.clear()
+    build_cache(index, tmp_path / "cache", [8], workers=1, progress=False)
+    assert sorted(built) == [3, 4] and "resuming, 3 of 5 chunks" in log_lines[1]
+    assert not (tmp_path / "cache.new").exists() and open_cache(tmp_path / "cache", 8)[1].max() == 0
+
+
+def test_too_little_space_for_both_caches_rebuilds_in_place(tmp_path, monkeypatch, log_lines):
+    index = _images(tmp_path / "img", n=3)
+    build_cache(index, tmp_path / "cache", [16], workers=1, progress=False)
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(index["path"][1])
+    # one byte short of the new array: it fits only with the old array given back
+    monkeypatch.setattr(cache_mod, "_allocated", lambda path: path.stat().st_size if path.exists() else 0)
+    monkeypatch.setattr(cache_mod, "_free_bytes", lambda folder: cache_mod._size(3, 16) - 1)
+    log_lines.clear()
+    build_cache(index, tmp_path / "cache", [16], workers=1, progress=False)
+    assert "no room for a new cache beside the old one" in log_lines[0] and len(log_lines) == 2
+    assert not (tmp_path / "cache.new").exists() and open_cache(tmp_path / "cache", 16)[1].max() == 0
+    Image.fromarray(np.full((40, 40), 9, dtype=np.uint8)).save(index["path"][1])
+    before = _hashes(tmp_path / "cache")
+    with pytest.raises(CxrError, match="not enough free space for the resize cache"):  # not even in place
+        build_cache(index, tmp_path / "cache", [16, 20], workers=1, progress=False)
+    assert _hashes(tmp_path / "cache") == before
+
+
+def test_a_swap_killed_between_its_renames_is_finished(tmp_path, log_lines):
+    index = _images(tmp_path / "img", n=3)
+    build_cache(index.iloc[:2], tmp_path / "cache", [16], workers=1, progress=False)
+    build_cache(index, tmp_path / "cache.new", [16], workers=1, progress=False)  # a complete staged cache
+    (tmp_path / "cache").rename(tmp_path / "cache.old")  # the old cache renamed away, the new one not yet in
+    log_lines.clear()
+    build_cache(index, tmp_path / "cache", [16], workers=1, progress=False)
+    assert "up to date" in log_lines[-1] and sorted(p.name for p in tmp_path.iterdir()) == ["cache", "img"]
+    assert open_cache(tmp_path / "cache", 16).shape == (3, 16, 16)

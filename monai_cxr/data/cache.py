@@ -22,6 +22,17 @@ and it allocates each array's blocks (``posix_fallocate``) before memory-mapping
 fills up is then one clear error at the start, never a SIGBUS in the middle of a write. The manifest also holds a
 fingerprint of the inputs (ids, paths, file sizes and times, square policy): when it no
 longer matches, the cache is rebuilt; resolutions already complete are not redone.
+
+A rebuild never puts a usable cache at risk: when ``cache/`` holds complete resolutions of other
+inputs, the new cache is built beside it in ``cache.new/`` (same layout, its own manifest naming
+the inputs it is for) and swapped in only when complete (``cache/`` renamed to ``cache.old/``,
+``cache.new/`` to ``cache/``, then ``cache.old/`` deleted; a kill between the renames is finished
+by the next build). Until then ``cache/`` keeps its bytes, so a failed or killed rebuild leaves
+the study usable with its old data, and a rerun resumes the staged build; a ``cache.new/`` of
+other inputs is discarded. Only when the disk has no room for both does the rebuild delete the
+old cache first and build in place, saying so in one line. Adding resolutions to a cache of the
+same inputs, or resuming a build of them, is done in place. Readers (:func:`open_cache`) only
+ever look at ``cache/``.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -157,6 +169,39 @@ def allocate(path: Path, n: int, resolution: int) -> None:
         raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
+class _Plan(NamedTuple):
+    """What building ``todo`` into ``folder`` takes, from the manifest found there."""
+
+    folder: Path
+    manifest: dict
+    rebuild: bool  # the folder holds nothing of these inputs: start afresh
+    todo: list[int]  # the resolutions not complete there
+    building: dict  # the unfinished build recorded there ({} if none)
+    resume: bool  # that build is of ``todo`` and its arrays are there: go on with it
+
+    def reclaim(self) -> list[Path]:
+        """The arrays a fresh start deletes: all of them on a rebuild, else those of ``todo``."""
+        return sorted(self.folder.glob("r*.npy")) if self.rebuild else [cache_file(self.folder, r) for r in self.todo]
+
+
+def _plan(folder: Path, fp: str, resolutions: list[int]) -> _Plan:
+    manifest = _load_manifest(folder)
+    rebuild = manifest.get("format") != FORMAT or manifest.get("fingerprint") != fp
+    complete = [] if rebuild else manifest.get("complete", [])
+    todo = [r for r in resolutions if r not in complete]
+    building = {} if rebuild else (manifest.get("building") or {})
+    resume = (
+        building.get("resolutions") == todo
+        and building.get("chunk") == CHUNK
+        and all(cache_file(folder, r).is_file() for r in todo)
+    )
+    return _Plan(folder, manifest, rebuild, todo, building, resume)
+
+
+def _beside(cache_dir: Path, suffix: str) -> Path:
+    return cache_dir.with_name(f"{cache_dir.name}.{suffix}")
+
+
 def build_cache(
     index: pd.DataFrame,
     cache_dir: str | os.PathLike,
@@ -169,36 +214,57 @@ def build_cache(
     """Build (or finish, or reuse) the cache for ``index`` at ``resolutions``; return the manifest.
 
     ``images`` is the image source of the index rows (default: the index's image files).
-    Nothing is changed before the free space is known to suffice.
+    Nothing is changed before the free space is known to suffice. A cache of other inputs that
+    holds complete resolutions is replaced only by a complete new one, built beside it in
+    ``cache_dir.new`` (in place only when the disk has no room for both).
     """
     resolutions = check_settings(resolutions, square)
     cache_dir = Path(cache_dir)
+    staging, old = _beside(cache_dir, "new"), _beside(cache_dir, "old")
     n = len(index)
     images = images if images is not None else FileImages(index["path"].astype(str), square)
     if len(images) != n:
         raise CxrError(f"the image source has {len(images)} rows but the index {n}")
     fp = fingerprint(index, square, images)
-    manifest = _load_manifest(cache_dir)
-    rebuild = manifest.get("format") != FORMAT or manifest.get("fingerprint") != fp
-    complete = [] if rebuild else manifest.get("complete", [])
-    todo = [r for r in resolutions if r not in complete]
-    if todo:
-        images.check(todo)  # fail fast on a too-small or unreadable source, before anything changes
-    building = {} if rebuild else (manifest.get("building") or {})
-    resume = (
-        building.get("resolutions") == todo
-        and building.get("chunk") == CHUNK
-        and all(cache_file(cache_dir, r).is_file() for r in todo)
-    )
-    if not resume:
-        old = sorted(cache_dir.glob("r*.npy")) if rebuild else [cache_file(cache_dir, r) for r in todo]
-        check_space(cache_dir, n, todo, old)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    if rebuild:
-        if manifest:
-            log.info("cache: inputs changed, rebuilding")
-        for old in cache_dir.glob("r*.npy"):
-            old.unlink()
+    if old.exists():  # a swap was killed between its renames: finish it
+        if not cache_dir.exists():
+            staging.rename(cache_dir)
+        shutil.rmtree(old)
+    plan = _plan(cache_dir, fp, resolutions)
+    staged = plan.rebuild and bool(plan.manifest.get("complete"))  # a usable cache to keep until the new one is done
+    if staged:
+        plan = _plan(staging, fp, resolutions)
+    if plan.todo:
+        images.check(plan.todo)  # fail fast on a too-small or unreadable source, before anything changes
+    discard = [] if staged or not staging.exists() else [staging]  # a staged build no longer wanted
+    no_room = False
+    if not plan.resume:
+        try:
+            check_space(plan.folder, n, plan.todo, plan.reclaim() + [a for d in discard for a in d.glob("r*.npy")])
+        except CxrError:
+            if not staged:
+                raise
+            no_room = True
+    if no_room:  # for both caches: rebuild in place, the old arrays deleted first (the usual line if still short)
+        plan = _plan(cache_dir, fp, resolutions)
+        check_space(cache_dir, n, plan.todo, plan.reclaim() + sorted(staging.glob("r*.npy")))
+        staged, discard = False, [staging]
+        log.info(
+            f"cache: inputs changed, and the disk has no room for a new cache beside the old one: "
+            f"discarding the old cache in {cache_dir} first and rebuilding it in place"
+        )
+    for folder in discard:
+        if folder.exists():
+            shutil.rmtree(folder)
+    if staged:
+        log.info(f"cache: inputs changed, rebuilding in {staging}; {cache_dir} stays as it is until that is complete")
+    elif plan.rebuild and plan.manifest and not no_room:
+        log.info("cache: inputs changed, rebuilding")
+    folder, manifest = plan.folder, plan.manifest
+    folder.mkdir(parents=True, exist_ok=True)
+    if plan.rebuild:
+        for array in folder.glob("r*.npy"):
+            array.unlink()
         manifest = {
             "format": FORMAT,
             "fingerprint": fp,
@@ -207,33 +273,46 @@ def build_cache(
             "complete": [],
             "building": None,
         }
-        write_json(cache_dir / "manifest.json", manifest)  # never lists deleted arrays
-    if not todo:
+        write_json(folder / "manifest.json", manifest)  # never lists deleted arrays
+    if plan.todo:
+        _fill(folder, manifest, images, plan, workers, progress)
+    if staged:  # the new cache is complete: swap it in
+        cache_dir.rename(old)
+        staging.rename(cache_dir)
+        shutil.rmtree(old)
+    if plan.todo:
+        log.info(f"cache: built {', '.join(map(str, plan.todo))} px for {n} images in {cache_dir}")
+    else:
         log.info(f"cache: {', '.join(map(str, resolutions))} px up to date ({n} images)")
-        return manifest
+    return manifest
 
+
+def _fill(folder: Path, manifest: dict, images, plan: _Plan, workers: int, progress: bool) -> None:
+    """Build ``plan.todo`` into ``folder`` chunk by chunk, recording finished chunks in ``manifest``."""
+    n, todo = len(images), plan.todo
     origins = {str(r): images.origin(r) for r in todo}
     if not isinstance(images, FileImages):  # say where each resolution comes from
         for r in todo:
             log.info(f"cache: {r} px {origins[str(r)]}")
-    if not resume:
+    building = plan.building
+    if not plan.resume:
         manifest["building"] = None  # the arrays below are new: no chunk of them is built
-        write_json(cache_dir / "manifest.json", manifest)
+        write_json(folder / "manifest.json", manifest)
         made = []
         try:
             for r in todo:
-                allocate(cache_file(cache_dir, r), n, r)
+                allocate(cache_file(folder, r), n, r)
                 made.append(r)
         except BaseException:
             for r in made:  # all or none: a rerun starts the allocation afresh
-                cache_file(cache_dir, r).unlink(missing_ok=True)
+                cache_file(folder, r).unlink(missing_ok=True)
             raise
         building = {"resolutions": todo, "chunk": CHUNK, "done": []}
     manifest["building"] = building
     done = set(building["done"])
     n_chunks = (n + CHUNK - 1) // CHUNK
     jobs = [
-        (c, c * CHUNK, min(n, (c + 1) * CHUNK), images.take(c * CHUNK, min(n, (c + 1) * CHUNK)), todo, str(cache_dir))
+        (c, c * CHUNK, min(n, (c + 1) * CHUNK), images.take(c * CHUNK, min(n, (c + 1) * CHUNK)), todo, str(folder))
         for c in range(n_chunks)
         if c not in done
     ]
@@ -246,7 +325,7 @@ def build_cache(
     def record(final: bool = False):
         if final or time.monotonic() - last[0] > 0.5:
             building["done"] = sorted(done)
-            write_json(cache_dir / "manifest.json", manifest)
+            write_json(folder / "manifest.json", manifest)
             last[0] = time.monotonic()
 
     bar = progress_bar(
@@ -274,9 +353,7 @@ def build_cache(
     manifest["complete"] = sorted(set(manifest["complete"]) | set(todo))
     manifest["origin"] = {**manifest.get("origin", {}), **origins}
     manifest["building"] = None
-    write_json(cache_dir / "manifest.json", manifest)
-    log.info(f"cache: built {', '.join(map(str, todo))} px for {n} images in {cache_dir}")
-    return manifest
+    write_json(folder / "manifest.json", manifest)
 
 
 def discard_if_stale(index: pd.DataFrame, cache_dir: str | os.PathLike, square: str = "pad", images=None) -> bool:

@@ -6,7 +6,8 @@ downstream knows which source it was.
 
 A failed prepare leaves the study as it was: the source, the split, the labels and the cache
 settings are all checked first; the cache is built next (it checks the free space before it
-changes anything, and a killed build resumes); ``index.csv`` and ``split.csv`` are then written
+changes anything, a killed build resumes, and a rebuild for changed images is built beside the
+old cache and replaces it only when complete); ``index.csv`` and ``split.csv`` are then written
 together (both or neither) and ``study.json`` last, with the fingerprint of what was written.
 Nothing is ever written inside ``--data-dir``.
 """
