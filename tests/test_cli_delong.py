@@ -75,6 +75,19 @@ def test_single_score_has_no_pairs(csv_file, capsys):
     assert out["pairs"] == [] and out["scores"][0]["auc"] == pytest.approx(delong(y, s[1]).auc[0])
 
 
+def test_an_excel_csv_utf8_file_with_a_bom_is_read(csv_file, capsys):
+    """Excel's "CSV UTF-8" starts the file with a BOM; the truth column first got '\\ufefflabel' refused."""
+    path, y, s = csv_file
+    lines = path.read_text().splitlines()
+    bom_first = path.with_name("excel.csv")
+    bom_first.write_text(
+        "\r\n".join(",".join([ln.split(",")[1], ln.split(",")[2]]) for ln in lines) + "\r\n", "utf-8-sig"
+    )
+    assert bom_first.read_bytes().startswith(b"\xef\xbb\xbflabel,s1\r\n")
+    out = run_json(capsys, ["delong", str(bom_first), "--truth-col", "label", "--score-col", "s1"])
+    assert out["scores"][0]["auc"] == pytest.approx(delong(y, s[0]).auc[0], abs=1e-15)
+
+
 def test_table_names_models_and_figures(csv_file, capsys):
     path, y, s = csv_file
     main(["delong", str(path), "--truth-col", "label", "--score-col", "s1", "--score-col", "s2"])

@@ -3,6 +3,7 @@
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,49 @@ def test_a_bad_or_too_small_file_stops_with_its_name_or_is_marked_with_skip_bad(
     assert ImageDataset(data, preprocessing, skip_bad="True").skip_bad is True  # as `--skip_bad True` gives it
     with pytest.raises(CxrError, match="skip_bad must be true or false, not 'maybe'"):
         ImageDataset(data, preprocessing, skip_bad="maybe")
+
+
+def _non_finite_files(folder: Path) -> dict[str, Path]:
+    """A float NIfTI with a NaN and a float TIFF (PIL mode 'F') with an Inf, both otherwise fine 40 x 40 images."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.linspace(0.0, 1.0, 40 * 40, dtype=np.float32).reshape(40, 40)
+    with_nan, with_inf = pixels.copy(), pixels.copy()
+    with_nan[3, 5], with_inf[7, 2] = np.nan, np.inf
+    nib.save(nib.Nifti1Image(with_nan.T, np.eye(4)), folder / "nan.nii.gz")
+    Image.fromarray(with_inf, mode="F").save(folder / "inf.tif")
+    Image.fromarray(pixels, mode="F").save(folder / "finite.tif")
+    return {"nan": folder / "nan.nii.gz", "inf": folder / "inf.tif", "finite": folder / "finite.tif"}
+
+
+def test_non_finite_pixels_stop_predict_naming_the_file_or_are_marked_with_skip_bad(study_copy, tmp_path):
+    """NaN/Inf used to min-max scale into an all-NaN image that cast to black, and was scored as such."""
+    files = _non_finite_files(tmp_path / "in")
+    (cell,) = generate(study_copy, GridSettings(labels=["Mass"], resolutions=[32], **TINY_GRID))
+    preprocessing = parsed(cell / "configs/inference.json", "preprocessing")
+    data = find_images(tmp_path / "in")
+    assert [e["name"] for e in data] == ["finite.tif", "inf.tif", "nan.nii.gz"]
+    dataset = ImageDataset(data, preprocessing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no leaked "invalid value encountered in cast"
+        for path, count in ((files["inf"], 1), (files["nan"], 1)):
+            with pytest.raises(CxrError) as info:
+                read_radiograph(path)
+            assert str(info.value) == (
+                f"image {path} has non-finite pixel values (NaN or Inf) in {count} of 1600 pixels; "
+                "only finite values can be scaled to 8-bit grey"
+            )
+        with pytest.raises(CxrError, match=f"^image {tmp_path}/in/inf.tif has non-finite pixel values"):
+            dataset[1]
+        with pytest.raises(CxrError, match=f"^image {tmp_path}/in/nan.nii.gz has non-finite pixel values"):
+            dataset[2]
+        finite = dataset[0]
+        assert finite["error"] == "" and float(finite["image"].std()) > 0  # a float TIFF without NaN still reads
+        marked = ImageDataset(data, preprocessing, skip_bad=True, resolution=32)
+        assert marked[0]["error"] == ""
+        assert marked[1]["error"].startswith(f"image {tmp_path}/in/inf.tif has non-finite pixel values (NaN or Inf)")
+        assert marked[2]["error"].startswith(f"image {tmp_path}/in/nan.nii.gz has non-finite pixel values")
 
 
 def test_predict_refuses_a_cell_without_a_model_in_one_line(study_copy, tmp_path, capsys):

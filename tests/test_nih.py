@@ -46,8 +46,17 @@ def _rewrite_csv(root, transform):
     [
         (lambda ls: [ls[0].replace("Patient ID", "PatientID")] + ls[1:], "'Patient ID'"),
         (lambda ls: ls + [ls[1]], "duplicate image ids"),
-        (lambda ls: [ls[0], ls[1].replace("No Finding", "Nodules")] + ls[2:], "'Nodules'"),
-        (lambda ls: [ls[0], ls[1].replace("No Finding", "No Finding|Mass")] + ls[2:], "combined"),
+        (lambda ls: [ls[0], ls[1].replace("No Finding", "Nodules")] + ls[2:], "line 2: unknown .*'Nodules'"),
+        (lambda ls: [ls[0], ls[1].replace("No Finding", "No Finding|Mass")] + ls[2:], "line 2: 'No Finding' combined"),
+        # NIH writes "No Finding" for a negative image: a blank cell is a malformed row, not all-negative
+        (
+            lambda ls: ls[:3] + [ls[3].replace("Nodule|Mass", "")] + ls[4:],
+            r"^Data_Entry_2017.csv line 4: column 'Finding Labels' is blank; every row needs one$",
+        ),
+        (
+            lambda ls: ls[:3] + [ls[3].replace("Nodule|Mass", " | ")] + ls[4:],
+            r"^Data_Entry_2017.csv line 4: column 'Finding Labels' holds ' \| ', which names no finding; ",
+        ),
         (lambda ls: ls[:1], "no rows"),
     ],
 )
@@ -56,6 +65,21 @@ def test_bad_csv_is_one_clear_error(tmp_path, transform, message):
     _rewrite_csv(tmp_path, transform)
     with pytest.raises(CxrError, match=message):
         read_nih(tmp_path)
+
+
+def test_spaces_around_the_separator_are_one_label(tmp_path):
+    """``Atelectasis |Mass`` beside ``Atelectasis`` once crashed get_dummies with two 'Atelectasis' columns."""
+    rows = write_release(tmp_path, patients=4)
+    spaced = {1: "Atelectasis |Mass", 2: "Atelectasis", 3: " Effusion| Atelectasis ", 4: "Mass | Nodule"}
+    _rewrite_csv(
+        tmp_path,
+        lambda ls: [ls[0]] + [ln.replace(rows[i - 1]["findings"], spaced.get(i, "No Finding"), 1) for i, ln in
+                              enumerate(ls[1:], start=1)],
+    )  # fmt: skip
+    index = read_nih(tmp_path)
+    found = [{label for label in LABELS if row[label] == 1} for _, row in index.iterrows()]
+    assert found[:4] == [{"Atelectasis", "Mass"}, {"Atelectasis"}, {"Effusion", "Atelectasis"}, {"Mass", "Nodule"}]
+    assert len(found) > 4 and all(not labels for labels in found[4:])
 
 
 def test_missing_folder_and_csv(tmp_path):

@@ -113,11 +113,48 @@ def test_invisible_characters_in_a_name(tmp_path, name, reason):
     assert error(path) == f"{path} line 1, column 3: the name {name!r} has {reason}; rename the column"
 
 
-def test_bom(tmp_path):
-    path = write(tmp_path, "\ufefflabel,s1,s2\n0,1,2\n1,2,3\n")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufefflabel,s1,s2\n0,1,2\n1,2,3\n",  # Excel's "CSV UTF-8": plain ASCII after the BOM
+        "\ufefflabel,s1,s2\r\n0,1,2\r\n1,2,3\r\n",
+        '\ufeff"label",s1,s2\n0,1,2\n1,2,3\n',  # a quoted first name right after the BOM
+        "\ufefflabel,s1,s2,note\n0,1,2,caf\u00e9\n1,2,3,x\n",  # UTF-8 beyond the BOM: the careful path
+    ],
+)
+def test_a_bom_opening_the_file_is_dropped(tmp_path, text):
+    path = write(tmp_path, text)
+    out = read_score_table(path, "label", ["s1", "s2"])
+    np.testing.assert_array_equal(out["label"], [0, 1])
+    np.testing.assert_array_equal(out["s2"], [2, 3])
+    assert scoretable._read_careful(path, str(path), ["label", "s1", "s2"]).keys() == out.keys()
+
+
+def test_a_plain_file_with_a_bom_takes_the_fast_path(tmp_path, monkeypatch):
+    path = write(tmp_path, "\ufeffid,label,s1\n" + "".join(f"c{i},{i % 2},{i / 7!r}\n" for i in range(50)))
+    monkeypatch.setattr(scoretable, "_CHUNK", 16)
+    careful_forbidden(monkeypatch)
+    out = read_score_table(path, "label", ["s1"])
+    np.testing.assert_array_equal(out["s1"], [i / 7 for i in range(50)])
+
+
+@pytest.mark.parametrize(
+    "text, column, name",
+    [
+        ("label,\ufeffs1,s2\n0,1,2\n1,2,3\n", 2, "\\ufeffs1"),  # inside the header: a pasted name
+        ("\ufeff\ufefflabel,s1,s2\n0,1,2\n1,2,3\n", 1, "\\ufefflabel"),  # a second BOM is part of the name
+    ],
+)
+def test_a_bom_elsewhere_in_a_name_is_refused(tmp_path, text, column, name):
+    path = write(tmp_path, text)
     assert error(path) == (
-        f"{path} line 1, column 1: the name '\\ufefflabel' has a byte-order mark (BOM); rename the column"
+        f"{path} line 1, column {column}: the name '{name}' has a byte-order mark (BOM); rename the column"
     )
+
+
+def test_a_bom_alone_is_an_empty_file(tmp_path):
+    path = write(tmp_path, "\ufeff\n")
+    assert error(path) == f"{path}: the file is empty; expected a header line naming the columns"
 
 
 def test_missing_column_lists_available_ones_cut_short(tmp_path):

@@ -3,7 +3,9 @@ table, and one-line errors for bad values, columns, folds and images."""
 
 import json
 import re
+import warnings
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,6 +164,33 @@ def test_unreadable_image_fails_the_cache_naming_the_file(tmp_path):
     options = TableOptions(table=str(tmp_path / "tables/study.csv"), **COLUMNS)
     with pytest.raises(CxrError, match=r"cannot read image .*p000/img0.png"):
         prepare("csv", None, tmp_path / "s", [8], table=options, workers=1, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["nii", "tiff"])
+def test_non_finite_pixels_fail_the_cache_naming_the_file(tmp_path, kind, capsys):
+    """A NaN or Inf pixel in a float image used to turn its cache row black, silently."""
+    write_table(tmp_path)
+    pixels = base_image(4).astype(np.float32)
+    pixels[2, 3] = np.nan if kind == "nii" else -np.inf
+    if kind == "nii":  # row 4 (not the first, which is checked before the build) is a float NIfTI already
+        bad = tmp_path / "images/p002/img0.nii"
+        nib.save(nib.Nifti1Image(pixels.T, np.eye(4)), bad)
+    else:
+        bad = tmp_path / "images/p002/img0.tif"
+        Image.fromarray(pixels, mode="F").save(bad)
+        _edit(tmp_path / "tables/study.csv", lambda ls: [x.replace("p002/img0.nii,", "p002/img0.tif,") for x in ls])
+    table = str(tmp_path / "tables/study.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no leaked "invalid value encountered in cast"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["prepare", "--dataset", "csv", "--table", table, "--path-col", "file", "--patient-col", "subject",
+                  "--label-cols", "Effusion,Nodule", "--study-dir", str(tmp_path / "s"), "--resolutions", "8",
+                  "--workers", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"monai-cxr: error: image {bad} has non-finite pixel values (NaN or Inf) in 1 of ")
+    with pytest.raises(CxrError, match="resolution 8 is not in the cache"):  # no black row went in
+        open_cache(tmp_path / "s/data/cache", 8)
 
 
 @pytest.mark.parametrize(

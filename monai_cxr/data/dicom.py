@@ -84,8 +84,8 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CxrError(f"cannot read image {path}: {reason}") from None
     if arr.ndim == 3 and arr.shape[-1] == 3:  # RGB (pydicom converts YBR to RGB)
-        return to_uint8(_luminance(arr))
+        return to_uint8(_luminance(arr), f"image {path}")
     if arr.ndim != 2:
         raise CxrError(f"cannot read image {path}: DICOM pixel data of shape {arr.shape} is not one grey image")
-    grey = to_uint8(_modality_lut(arr, ds))
+    grey = to_uint8(_modality_lut(arr, ds), f"image {path}")
     return 255 - grey if photometric == "MONOCHROME1" else grey

@@ -22,10 +22,21 @@ __all__ = ["IMAGE_SUFFIXES", "FileImages", "make_square", "read_image", "read_ni
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz")
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """8-bit data as it is; anything else min-max scaled to 0-255 (a flat image becomes 0)."""
+def to_uint8(arr: np.ndarray, where: str = "the image") -> np.ndarray:
+    """8-bit data as it is; anything else min-max scaled to 0-255 (a flat image becomes 0).
+
+    A NaN or Inf pixel (float data only) is a CxrError naming ``where``: min-max scaling would
+    turn the whole image into NaN, which casts to a black (all-zero) image.
+    """
     if arr.dtype == np.uint8:
         return arr
+    if np.issubdtype(arr.dtype, np.inexact):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise CxrError(
+                f"{where} has non-finite pixel values (NaN or Inf) in {bad} of {arr.size} pixels; "
+                "only finite values can be scaled to 8-bit grey"
+            )
     arr = np.asarray(arr, dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
     scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
@@ -51,11 +62,11 @@ def read_image(path: str) -> Image.Image:
     """Decode one image as 8-bit grayscale, or fail with a line naming the file."""
     try:
         if path.lower().endswith((".nii", ".nii.gz")):
-            return Image.fromarray(to_uint8(read_nifti(path)), mode="L")
+            return Image.fromarray(to_uint8(read_nifti(path), f"image {path}"), mode="L")
         with Image.open(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                return Image.fromarray(to_uint8(np.asarray(img)), mode="L")
+                return Image.fromarray(to_uint8(np.asarray(img), f"image {path}"), mode="L")
             return img if img.mode == "L" else img.convert("L")
     except FileNotFoundError:
         raise CxrError(f"image {path} does not exist") from None

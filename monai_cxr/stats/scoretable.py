@@ -3,13 +3,15 @@
 Numbers are parsed by pandas' C reader (a Python loop over rows took seconds per million).
 pandas forgives what a statistic must not: a row with too few fields is padded, a first row
 with a field too many silently becomes the index (or loses it), duplicate names are renamed
-``a.1``, blank lines are skipped, a BOM is dropped. So nothing is returned unless the file
-was also seen to be well-formed, in one of two ways:
+``a.1``, blank lines are skipped. So nothing is returned unless the file was also seen to be
+well-formed, in one of two ways. A UTF-8 byte-order mark (BOM) at the very start of the file
+(Excel's "CSV UTF-8") is dropped, as pandas and ``prepare`` drop it; one anywhere else in a
+name is refused.
 
-- fast (plain ASCII, no quotes, LF or CRLF): one pass over the bytes in cache-sized chunks
-  counts newlines and commas with NumPy; pandas then reads every column, so that it refuses a
-  row with too many fields, and each row must have N - 1 commas on average (the first one
-  exactly). Anything unexpected hands over to
+- fast (plain ASCII after a possible BOM, no quotes, LF or CRLF): one pass over the bytes in
+  cache-sized chunks counts newlines and commas with NumPy; pandas then reads every column, so
+  that it refuses a row with too many fields, and each row must have N - 1 commas on average
+  (the first one exactly). Anything unexpected hands over to
 - careful: the whole file in memory, UTF-8 checked, the position of every field separator
   found (commas and newlines inside quoted fields, RFC 4180 with ``""`` for a quote, do not
   count; a quote anywhere but around a whole field is refused, because pandas and the csv
@@ -41,6 +43,7 @@ _LIST = 120  # longest list of available columns in a message
 _CHUNK = 1 << 20  # bytes per step of the fast scan: stays in cache
 _HEAD = 1 << 16  # a header and first row longer than this go the careful way
 _QUOTE, _COMMA, _NL, _CR = 34, 44, 10, 13
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: dropped at the start of the file only
 _VISIBLE = re.compile(rb"\S")
 
 
@@ -129,18 +132,24 @@ def _read_fast(path, where: str, columns: list[str]):
 def _scan(handle):
     """One pass in cache-sized chunks: (head, size, newlines, commas, trailing), or None.
 
-    None for a quote, a byte beyond ASCII or a carriage return outside CRLF. ``head`` is the
-    file's start up to its second newline (if near); ``trailing`` counts the newlines in the run
+    None for a quote, a byte beyond ASCII (but a BOM opening the file) or a carriage return
+    outside CRLF. ``head`` is the file's start, without a BOM, up to its second newline (if
+    near); ``size`` counts the bytes without the BOM; ``trailing`` counts the newlines in the run
     of line ends that closes the file (blank lines there are no rows).
     """
     buffer = bytearray(_CHUNK)
     flags = np.empty(_CHUNK, dtype=bool)
     head, total, newlines, commas, trailing = b"", 0, 0, 0, 0
     carriage_returns = crlf = 0
-    previous_cr, head_open = False, True
+    previous_cr, head_open, first = False, True, True
     while size := handle.readinto(buffer):
         chunk = buffer if size == _CHUNK else buffer[:size]
-        if chunk.find(b'"') != -1 or not chunk.isascii():
+        bom = 0
+        if not chunk.isascii():  # (an ASCII file never pays for the BOM test)
+            bom = len(_BOM) if first and chunk.startswith(_BOM) else 0
+            if not bom or not chunk[bom:].isascii():
+                return None
+        if chunk.find(b'"') != -1:
             return None
         crlf += previous_cr and chunk[0] == _NL  # a CRLF split between two chunks
         if chunk.find(b"\r") != -1:
@@ -148,9 +157,10 @@ def _scan(handle):
             crlf += chunk.count(b"\r\n")
         previous_cr = chunk[-1] == _CR
         if head_open:  # (counting head's newlines at every chunk cost as much as the rest of the scan)
-            head += bytes(chunk)
+            head += bytes(chunk[bom:] if bom else chunk)
             head_open = head.count(b"\n") < 2 and len(head) < _HEAD
-        total += size
+        total += size - bom
+        first = False
         values = np.frombuffer(buffer, dtype=np.uint8, count=size)
         seen = flags[:size]
         newlines += np.count_nonzero(np.equal(values, _NL, out=seen))
@@ -169,10 +179,11 @@ def _scan(handle):
 def _read_careful(path, where: str, columns: list[str]) -> dict[str, np.ndarray]:
     """Check every byte that matters, then read; name the first problem found."""
     data = _read_bytes(path)
+    start = len(_BOM) if data.startswith(_BOM) else 0  # a BOM opening the file is no part of the header
     end = len(data)
-    while end and data[end - 1] in (_NL, _CR):  # trailing blank lines are no rows
+    while end > start and data[end - 1] in (_NL, _CR):  # trailing blank lines are no rows
         end -= 1
-    if _VISIBLE.search(data, 0, end) is None:
+    if _VISIBLE.search(data, start, end) is None:
         raise CxrError(f"{where}: the file is empty; expected a header line naming the columns")
     _check_utf8(data, where)
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
@@ -181,8 +192,8 @@ def _read_careful(path, where: str, columns: list[str]) -> dict[str, np.ndarray]
             f"{where} line {line}: a carriage return ends a line without a line feed; allowed line endings: LF or CRLF"
         )
     body = np.frombuffer(data, dtype=np.uint8, count=end)
-    ends, commas = _separators(body, data, where)
-    header = _header(data, int(ends[0]), where)
+    ends, commas = _separators(body, data, where, start)
+    header = _header(data, start, int(ends[0]), where)
     index = _check_columns(header, columns, where)
     if len(ends) == 1:
         raise CxrError(f"{where}: no data rows below the header (line 1)")
@@ -293,21 +304,21 @@ def _lone_cr(data: bytes) -> int:
     return at
 
 
-def _separators(body: np.ndarray, data: bytes, where: str):
+def _separators(body: np.ndarray, data: bytes, where: str, start: int = 0):
     """Where each record stops (a newline, or the end) and where its fields are split (commas).
 
-    Commas and newlines inside quotes are left out.
+    Commas and newlines inside quotes are left out. ``start``: where the header begins (after a BOM).
     """
     newlines = np.flatnonzero(body == _NL)
     commas = np.flatnonzero(body == _COMMA)
     if data.find(b'"', 0, len(body)) != -1:
-        quotes = _check_quotes(body, data, where)
+        quotes = _check_quotes(body, data, where, start)
         newlines = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
         commas = commas[np.searchsorted(quotes, commas) % 2 == 0]
     return np.append(newlines, len(body)), commas
 
 
-def _check_quotes(body: np.ndarray, data: bytes, where: str) -> np.ndarray:
+def _check_quotes(body: np.ndarray, data: bytes, where: str, start: int = 0) -> np.ndarray:
     """Positions of the quotes, each pair around (part of) a whole field; else a CxrError."""
     quotes = np.flatnonzero(body == _QUOTE)
     # a quoted stretch opens at a field's start (or right after the quote closing the stretch
@@ -317,7 +328,7 @@ def _check_quotes(body: np.ndarray, data: bytes, where: str) -> np.ndarray:
     after = body[np.minimum(closes + 1, len(body) - 1)]
     previous_close = np.append(-2, closes)[: len(opens)]
     next_open = np.append(opens[1:], -1)[: len(closes)]
-    ok_open = (opens == 0) | np.isin(before, (_COMMA, _NL)) | ((before == _QUOTE) & (opens - 1 == previous_close))
+    ok_open = (opens == start) | np.isin(before, (_COMMA, _NL)) | ((before == _QUOTE) & (opens - 1 == previous_close))
     ok_close = (
         (closes == len(body) - 1) | np.isin(after, (_COMMA, _NL, _CR)) | ((after == _QUOTE) & (closes + 1 == next_open))
     )
@@ -335,8 +346,8 @@ def _check_quotes(body: np.ndarray, data: bytes, where: str) -> np.ndarray:
     return quotes
 
 
-def _header(data: bytes, stop: int, where: str) -> list[str]:
-    text = _record_text(data, 0, stop)
+def _header(data: bytes, start: int, stop: int, where: str) -> list[str]:
+    text = _record_text(data, start, stop)
     if not text.strip():
         raise CxrError(f"{where} line 1: the header line is blank; it must name the columns")
     try:

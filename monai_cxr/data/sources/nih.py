@@ -19,12 +19,13 @@ from monai_cxr.data.sources.base import (
     SourceData,
     check_files,
     check_unique,
+    line_of,
     read_csv_table,
     require_folder,
 )
 from monai_cxr.data.split import patient_split
 from monai_cxr.data.views import select_view
-from monai_cxr.errors import CxrError
+from monai_cxr.errors import CxrError, shown
 
 LABELS = (
     "Atelectasis",
@@ -58,21 +59,38 @@ def find_entry_csv(data_dir: Path) -> Path:
 
 def read_entries(csv_path: Path) -> pd.DataFrame:
     """The data-entry table with its required columns checked (and a trailing empty column dropped)."""
-    table = read_csv_table(csv_path, REQUIRED, nonblank=("Image Index", "Patient ID"))
+    # a blank Finding Labels is malformed, not negative: NIH writes "No Finding" for those
+    table = read_csv_table(csv_path, REQUIRED, nonblank=("Image Index", "Patient ID", "Finding Labels"))
     table = table.loc[:, [c for c in table.columns if not c.startswith("Unnamed:")]]
     table["Image Index"] = table["Image Index"].str.strip()
     check_unique(table["Image Index"], csv_path.name)
     return table
 
 
-def label_matrix(findings: pd.Series) -> pd.DataFrame:
-    """One 0/1 column per NIH label from the ``|``-separated ``Finding Labels`` strings."""
-    dummies = findings.str.strip().str.get_dummies(sep="|")
-    dummies.columns = [c.strip() for c in dummies.columns]
+def label_matrix(findings: pd.Series, where: str = "Data_Entry_2017.csv", table: pd.DataFrame | None = None):
+    """One 0/1 column per NIH label from the ``|``-separated ``Finding Labels`` strings.
+
+    Spaces around a name are dropped before the names become columns (``Atelectasis |Mass``
+    is ``Atelectasis`` and ``Mass``), so one label is one column however it was spaced. A cell
+    that names nothing (``|``) is an error naming ``where`` and the line (of ``table``, the
+    :func:`read_entries` table the findings are from): NIH writes ``No Finding`` for none.
+    """
+    dummies = findings.str.replace(r"\s*\|\s*", "|", regex=True).str.strip().str.get_dummies(sep="|")
+
+    def at(rows) -> str:  # "FILE line N" of the first row in the boolean mask ``rows``
+        row = int(np.flatnonzero(np.asarray(rows))[0])
+        return f"{where} line {line_of(table, row) if table is not None else row + 2}"
+
+    nameless = (dummies.sum(axis=1) == 0).to_numpy()
+    if nameless.any():
+        raise CxrError(
+            f"{at(nameless)}: column 'Finding Labels' holds {shown(findings[nameless].iloc[0])}, which names no "
+            f"finding; NIH writes {NO_FINDING!r} for none"
+        )
     unknown = sorted(set(dummies.columns) - set(LABELS) - {NO_FINDING, ""})
     if unknown:
         raise CxrError(
-            f"unknown finding label(s) {', '.join(map(repr, unknown))}; "
+            f"{at(dummies[unknown[0]] == 1)}: unknown finding label(s) {', '.join(map(repr, unknown))}; "
             f"NIH labels are {', '.join(LABELS)} or {NO_FINDING!r}"
         )
     out = pd.DataFrame(0, index=findings.index, columns=list(LABELS), dtype=np.int8)
@@ -83,7 +101,8 @@ def label_matrix(findings: pd.Series) -> pd.DataFrame:
         clash = (dummies[NO_FINDING] == 1) & (out.sum(axis=1) > 0)
         if clash.any():
             raise CxrError(
-                f"{NO_FINDING!r} combined with a finding in {int(clash.sum())} row(s), e.g. {findings[clash].iloc[0]!r}"
+                f"{at(clash)}: {NO_FINDING!r} combined with a finding in {int(clash.sum())} row(s), "
+                f"e.g. {shown(findings[clash].iloc[0])}"
             )
     return out
 
@@ -119,7 +138,8 @@ def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool 
     drop_missing : drop rows whose image file is absent instead of failing.
     """
     data_dir = Path(data_dir)
-    table = read_entries(find_entry_csv(data_dir))
+    csv_path = find_entry_csv(data_dir)
+    table = read_entries(csv_path)
     index = pd.DataFrame(
         {
             "image_id": table["Image Index"],
@@ -127,7 +147,7 @@ def read_nih(data_dir: str | os.PathLike, view: str = "all", drop_missing: bool 
             "view": table["View Position"].str.strip().str.upper(),
         }
     )
-    index = pd.concat([index, label_matrix(table["Finding Labels"])], axis=1)
+    index = pd.concat([index, label_matrix(table["Finding Labels"], csv_path.name, table)], axis=1)
     index = select_view(index, view, str(data_dir))  # before the file lookups: fewer to check
     index.insert(3, "path", locate_images(data_dir, index["image_id"]))
     return check_files(index, data_dir, drop_missing)
