@@ -220,6 +220,8 @@ def test_prevalence_option_text():
     for bad in ("lots", "Nodule=high", "Nodule"):
         with pytest.raises(CxrError, match=re.escape(bad)):
             parse_prevalence(bad)
+    with pytest.raises(CxrError, match="prevalence of 'Mass' is given twice in 'Mass=0.3, Mass=0.5'"):
+        parse_prevalence("Mass=0.3, Mass=0.5")  # not the last one silently
 
 
 def test_cli_synth_and_its_errors(tmp_path, capsys):

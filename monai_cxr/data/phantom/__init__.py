@@ -102,6 +102,8 @@ def parse_prevalence(text: str | None):
     out = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
+        if key.strip() in out:
+            raise CxrError(f"prevalence of {key.strip()!r} is given twice in {text!r}; give each label once")
         try:
             out[key.strip()] = float(value)
         except ValueError:
