@@ -113,6 +113,8 @@ def _edit(path, transform):
         (lambda ls: ls + [ls[1]], "duplicate image ids"),
         (lambda ls: [ls[0], ls[1].replace(".png", ".dcm")] + ls[2:], r"line 2: .*\.dcm' is not a supported image"),
         (lambda ls: [ls[0], ls[1].replace("S000", "")] + ls[2:], "line 2: column 'subject' is blank"),
+        (lambda ls: [ls[0], ls[1].replace("S000", "NaN")] + ls[2:], "line 2: column 'subject' holds 'NaN', a missing"),
+        (lambda ls: ls[:3] + [ls[3].replace("S001", "#N/A")] + ls[4:], "line 4: column 'subject' holds '#N/A'"),
         (lambda ls: [ls[0], ls[1].replace("img0", "gone")] + ls[2:], "1 of 20 listed images are missing"),
     ],
 )

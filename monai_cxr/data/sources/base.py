@@ -146,6 +146,10 @@ def line_of(table: pd.DataFrame, position: int) -> int:
     return int(lines[position]) if lines is not None and position < len(lines) else position + 2
 
 
+# How exported tables spell a missing value (pandas' NaN, R's NA, Excel's #N/A, SQL's NULL, Python's None)
+MISSING_MARKERS = frozenset({"nan", "na", "n/a", "#n/a", "null", "none"})
+
+
 def read_csv_table(path: Path, required=(), nonblank=()) -> pd.DataFrame:
     """A CSV file as strings (blank cells as ""), read strictly; its ``required`` columns checked.
 
@@ -153,7 +157,8 @@ def read_csv_table(path: Path, required=(), nonblank=()) -> pd.DataFrame:
     row with blanks and renames a repeated column; here each of those, a column name with
     invisible characters (a zero-width space, a trailing blank; a leading UTF-8 BOM of the
     file is allowed), and a blank cell in a ``nonblank`` column is one line naming the file,
-    the line and the column. Empty cells beyond the header (a trailing comma) are dropped, and
+    the line and the column (as is one holding a missing-value marker such as ``NaN``). Empty cells beyond
+    the header (a trailing comma) are dropped, and
     a header column without a name is kept out if it holds nothing. Line numbers of the rows
     are in ``table.attrs["lines"]`` (:func:`line_of`).
     """
@@ -223,11 +228,19 @@ def read_csv_table(path: Path, required=(), nonblank=()) -> pd.DataFrame:
     if table.empty:
         raise CxrError(f"{path.name} has no rows")
     for column in nonblank:
-        blank = (table[column].str.strip() == "").to_numpy()
+        cells = table[column].str.strip()
+        blank = (cells == "").to_numpy()
         if blank.any():
             raise CxrError(
                 f"{path.name} line {line_of(table, int(np.flatnonzero(blank)[0]))}: "
                 f"column {shown(column)} is blank; every row needs one"
+            )
+        marker = cells.str.lower().isin(MISSING_MARKERS).to_numpy()
+        if marker.any():  # pandas, R and Excel write a blank so; as an id it would pool unrelated images
+            first = int(np.flatnonzero(marker)[0])
+            raise CxrError(
+                f"{path.name} line {line_of(table, first)}: column {shown(column)} holds "
+                f"{shown(cells.iloc[first])}, a missing-value marker; every row needs a real value"
             )
     return table
 
