@@ -19,6 +19,7 @@ from monai_cxr.data.phantom import synthesize
 from monai_cxr.data.prepare import TableOptions, prepare
 from monai_cxr.errors import CxrError
 from monai_cxr.grid.cells import cells
+from monai_cxr.grid.docs import ARCH_NAMES
 from monai_cxr.grid.generate import cell_dirs, check_networks, generate
 from monai_cxr.grid.presets import PRESETS, Preset
 from monai_cxr.grid.probe import resolve_batch_sizes
@@ -196,11 +197,32 @@ def _train_fold_size(study_dir: Path) -> int | None:
         return sum(row.get("fold") == "train" for row in csv.DictReader(handle))
 
 
+def _and(items) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def headline(plan: StudyPlan) -> str:
+    """What the study is: the preset's description, or, where options change it, what they make of it."""
+    p, grid = plan.preset, plan.grid
+    if not set(plan.given) & {"dataset", "data_dir", "table", "labels", "resolutions", "archs", "task"}:
+        return p.describe(grid)
+    if plan.synthesise:
+        data = "the phantom"
+    elif plan.data.get("dataset") == "csv":
+        data = f"the table {getattr(plan.data.get('table'), 'table', None)}"
+    else:
+        data = f"{plan.data.get('dataset', 'nih')} data in {plan.data_dir}"
+    names = [ARCH_NAMES.get(a, a) for a in grid.archs]
+    what = f"{data}, {_and(grid.labels)} at {_and(grid.resolutions)} px, {_and(names)}"
+    return p.describe(grid, description=f"{what} (preset {p.name}, changed by options)")
+
+
 def describe(plan: StudyPlan) -> list[str]:
     """The plan as lines: every setting with its source, the cells, and the work they amount to."""
     p, grid = plan.preset, plan.grid
     state = "exists" if plan.study_dir.exists() else "does not exist yet"
-    lines = [f"study {p.name}: {p.describe(grid)}", f"  study_dir        {plan.study_dir} ({state})"]
+    lines = [f"study {p.name}: {headline(plan)}", f"  study_dir        {plan.study_dir} ({state})"]
     if plan.synthesise:
         lines.append(
             f"  data_dir         the phantom, synthesised into STUDY/phantom "
@@ -295,16 +317,13 @@ def run_study(
         return 0
     p, study_dir, data_dir = plan.preset, plan.study_dir, plan.data_dir
     start = time.perf_counter()
-    log.info(f"study {p.name}: {p.describe(plan.grid)} -> {study_dir}")
+    log.info(f"study {p.name}: {headline(plan)} -> {study_dir}")
     if plan.given:
-        log.info(
-            "options over the preset: "
-            + ", ".join(
-                f"{k}={_show(v, k)}"
-                for k, v in sorted({**plan.data, **asdict(plan.grid), **plan.run}.items())
-                if k in plan.given
-            )
-        )
+        given = {k: v for k, v in {**plan.data, **asdict(plan.grid), **plan.run}.items() if k in plan.given}
+        table = given.pop("table", None)  # its columns, by their option names, where set
+        if table is not None:
+            given.update({k: v for k, v in asdict(table).items() if v != getattr(TableOptions(), k)})
+        log.info("options over the preset: " + ", ".join(f"{k}={_show(v, k)}" for k, v in sorted(given.items())))
     if plan.synthesise:  # the phantom lives inside the study; a user's folder is only read
         data_dir = study_dir / "phantom"
         if not (data_dir / "Data_Entry_2017.csv").is_file():

@@ -56,6 +56,43 @@ def test_dry_run_prints_merged_grid_cells_and_work_and_writes_nothing(tmp_path, 
     assert "cells: 2 = 1 labels x 2 resolutions x 1 archs x 1 seeds" in out
     assert "work: 2 epochs x 100 images (subsample) = 200 training images per cell; 400 in all" in out
     assert "64 px 6 %, 256 px 94 %" in out  # 64² : 256² = 1 : 16
+    # the headline says what the options made of the preset, not the preset's own description
+    assert out.splitlines()[0] == (
+        "study quick: the phantom, Mass at 64 and 256 px, ResNet34 (preset quick, changed by options), from scratch"
+    )
+    main(["study", "--dry-run", "--epochs", "2"])  # options that leave the headline as it was
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"study quick: {presets.PRESETS['quick'].description}")
+
+
+def test_the_options_line_shows_table_columns_by_their_option_names(tmp_path, tiny_preset, capsys):
+    from table_layout import write_table
+
+    write_table(tmp_path)
+    table = ["--table", str(tmp_path / "tables/study.csv"), "--path-col", "file", "--patient-col", "subject"]
+    with pytest.raises(SystemExit) as exit_info:  # 20 images: too few for a validation AUC, found after the plan
+        main(
+            [
+                "study",
+                "--preset",
+                "tiny",
+                "--study-dir",
+                str(tmp_path / "s"),
+                "--dataset",
+                "csv",
+                *table,
+                "--label-cols",
+                "Effusion,Nodule",
+                "--labels",
+                "Nodule",
+            ]
+        )
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "label 'Nodule' has 1 positive and 1 negative images" in err
+    (line,) = [line for line in out.splitlines() if line.startswith("options over the preset")]
+    assert "TableOptions" not in line
+    assert f"table={tmp_path / 'tables/study.csv'}" in line and "path_col=file" in line
+    assert "patient_col=subject" in line and "label_cols=Effusion,Nodule" in line
+    assert out.splitlines()[0].startswith(f"study tiny: the table {tmp_path / 'tables/study.csv'}, Nodule at 16 px")
 
 
 def test_dry_run_of_full_epochs_counts_the_prepared_train_fold(tiny_study, tmp_path, capsys):

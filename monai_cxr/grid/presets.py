@@ -33,14 +33,14 @@ class Preset:
     jobs: int = 1
     split_seed: int = 0
 
-    def describe(self, grid: GridSettings | None = None) -> str:
-        """The description, and how the networks of ``grid`` (default: the preset's) start."""
-        grid = grid or self.grid
+    def describe(self, grid: GridSettings | None = None, description: str | None = None) -> str:
+        """The description (or ``description``), and how the networks of ``grid`` (default: the preset's) start."""
+        grid, description = grid or self.grid, description or self.description
         started = [arch for arch in grid.archs if arch in grid.pretrained]
         if not started:
-            return f"{self.description}, from scratch"
+            return f"{description}, from scratch"
         rest = [arch for arch in grid.archs if arch not in grid.pretrained]
-        return f"{self.description}, fine-tuned from the --pretrained weights of {', '.join(started)}" + (
+        return f"{description}, fine-tuned from the --pretrained weights of {', '.join(started)}" + (
             f"; {', '.join(rest)} from scratch" if rest else ""
         )
 
