@@ -125,6 +125,13 @@ def test_bad_table_is_one_clear_error(tmp_path, transform, message):
         read_table(tmp_path / "tables/study.csv", **COLUMNS)
 
 
+def test_a_bad_row_after_blank_lines_is_named_by_its_line_in_the_file(tmp_path):
+    write_table(tmp_path)
+    _edit(tmp_path / "tables/study.csv", lambda ls: [ls[0], "", "", ls[1].replace(".png", ".gif")] + ls[2:])
+    with pytest.raises(CxrError, match=r"study.csv line 4: '../images/p000/img0.gif' is not a supported image"):
+        read_table(tmp_path / "tables/study.csv", **COLUMNS)
+
+
 def _link(tmp, name, how):
     """``images/NAME``, a symbolic or hard link to ``images/p000/img0.png``, as the table spells it."""
     getattr(tmp / "images" / name, how)(tmp / "images/p000/img0.png")

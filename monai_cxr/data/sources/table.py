@@ -24,6 +24,7 @@ from monai_cxr.data.sources.base import (
     SourceData,
     check_files,
     check_unique,
+    line_of,
     parse_labels,
     read_csv_table,
 )
@@ -56,16 +57,12 @@ def read_table(
         raise CxrError(f"label column {clash[0]!r} would clash with index.csv's own {clash[0]!r} column; rename it")
     required = [c for c in (path_col, patient_col, view_col, id_col) if c] + label_cols
     frame = read_csv_table(table_path, required, nonblank=[c for c in (path_col, patient_col, id_col) if c])
-    for column in filter(None, (path_col, patient_col, id_col)):
-        blank = frame[column].str.strip() == ""
-        if blank.any():
-            raise CxrError(f"{table_path.name} line {int(np.flatnonzero(blank)[0]) + 2}: column {column!r} is blank")
     written = frame[path_col].str.strip()
     suffix = written.str.lower().map(lambda p: next((s for s in IMAGE_SUFFIXES if p.endswith(s)), ""))
     odd = (suffix == "").to_numpy()
     if odd.any():
         raise CxrError(
-            f"{table_path.name} line {int(np.flatnonzero(odd)[0]) + 2}: {written[odd].iloc[0]!r} "
+            f"{table_path.name} line {line_of(frame, int(np.flatnonzero(odd)[0]))}: {written[odd].iloc[0]!r} "
             f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})"
         )
     base = table_path.resolve().parent
