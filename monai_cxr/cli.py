@@ -362,7 +362,8 @@ OPTIONS: dict[str, tuple] = {
         "--force",
         is_flag=True,
         default=False,
-        help="Regenerate finished cells whose settings changed (discards their results).",
+        help="Go ahead where finished cells stand in the way: regenerate those whose settings changed (discards "
+        "their results), replace the data they were trained on (their results become stale).",
     ),
     # old names, accepted but not listed
     "lr": _opt(
@@ -602,6 +603,7 @@ def synth(out, patients, size, seed, prevalence, workers, force):
     "study_dir",
     *DATA_OPTIONS,
     "resolutions",
+    "force",
     study_dir={"help": "The study directory to create or update."},
     resolutions={"default": PAPER_RESOLUTIONS, "help": "Comma-separated square sizes to cache, in pixels."},
 )
@@ -612,7 +614,7 @@ def synth(out, patients, size, seed, prevalence, workers, force):
     show_default=True,
     help="Write index and split only; skip the resize cache.",
 )
-def prepare(study_dir, resolutions, no_cache, **data):
+def prepare(study_dir, resolutions, force, no_cache, **data):
     """Index a dataset, split it by patient and build the resize cache in STUDY/data/."""
     from monai_cxr.data.prepare import TableOptions
     from monai_cxr.data.prepare import prepare as run_prepare
@@ -625,7 +627,7 @@ def prepare(study_dir, resolutions, no_cache, **data):
         view_col=data.pop("view_col"),
         id_col=data.pop("id_col"),
     )
-    run_prepare(study_dir=study_dir, resolutions=resolutions, cache=not no_cache, table=columns, **data)
+    run_prepare(study_dir=study_dir, resolutions=resolutions, cache=not no_cache, table=columns, force=force, **data)
 
 
 # ---------------------------------------------------------------------- statistics

@@ -42,7 +42,7 @@ DATA_KEYS = (
     tuple(
         name
         for name in inspect.signature(prepare).parameters
-        if name not in ("data_dir", "study_dir", "resolutions", "cache", "progress", "table")
+        if name not in ("data_dir", "study_dir", "resolutions", "cache", "progress", "table", "labels", "force")
     )
     + TABLE_KEYS
 )
@@ -329,7 +329,15 @@ def run_study(
         if not (data_dir / "Data_Entry_2017.csv").is_file():
             workers = plan.data.get("workers")
             log.info(synthesize(data_dir, **{**p.phantom, **({"workers": workers} if workers else {})}, force=True))
-    prepare(data_dir=data_dir, study_dir=study_dir, resolutions=plan.grid.resolutions, progress=progress, **plan.data)
+    prepare(
+        data_dir=data_dir,
+        study_dir=study_dir,
+        resolutions=plan.grid.resolutions,
+        progress=progress,
+        labels=plan.grid.labels,
+        force=force,
+        **plan.data,
+    )
     generate(study_dir, resolve_batch_sizes(plan.grid), force=force)
     update_study(study_dir, study={"preset": p.name, "given": plan.given, "run": plan.run})
     summary = executor.run_cells(study_dir, progress=progress, **plan.run)

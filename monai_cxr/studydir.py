@@ -144,6 +144,23 @@ def data_fingerprint(study_dir: str | Path) -> str:
     return _FINGERPRINTS[key]
 
 
+def finished_on_data(study_dir: str | Path) -> list[str]:
+    """The finished cells (``bundles/*/run.json``) trained on the study's current data, by name."""
+    try:
+        current = data_fingerprint(study_dir)
+    except CxrError:
+        return []
+    names = []
+    for run in sorted((Path(study_dir) / "bundles").glob("*/run.json")):
+        try:
+            inputs = json.loads(run.read_text()).get("inputs") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(inputs, dict) and inputs.get("data") == current:
+            names.append(run.parent.name)
+    return names
+
+
 def read_inputs(cell_dir: str | Path) -> dict | None:
     """The cell's ``inputs.json`` (what ``generate`` built it from), or None if it has none."""
     path = Path(cell_dir) / INPUTS

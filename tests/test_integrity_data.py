@@ -127,3 +127,64 @@ def test_three_folds_from_the_command_line_are_recorded(tmp_path, capsys):
         main([*base, "--study-dir", str(tmp_path / "d"), "--test-fraction", "-0.1"])
     assert exit_info.value.code == 2
     assert not (tmp_path / "d").exists()
+
+
+def _finished(study, name="mass__resnet34__r16__s0"):
+    """A finished cell trained on the study's current data, as far as prepare can tell (its run.json)."""
+    cell = study / "bundles" / name
+    cell.mkdir(parents=True)
+    (cell / "run.json").write_text(json.dumps({"inputs": {"data": data_fingerprint(study)}}))
+
+
+def test_prepare_refuses_to_replace_the_data_of_finished_cells_unless_forced(tmp_path, capsys):
+    write_release(tmp_path / "nih", patients=20, size=48)
+    study = tmp_path / "s"
+    base = ["prepare", "--data-dir", str(tmp_path / "nih"), "--study-dir", str(study), "--resolutions", "16"]
+    main([*base, "--workers", "1"])
+    _finished(study)
+    main([*base, "--workers", "1", "--resolutions", "16,32"])  # the same data, one more size: nothing replaced
+    before = tree(study)
+    for args, what in (
+        (["--seed", "3"], "split.csv"),
+        (["--view", "PA"], "index.csv, split.csv and the resize cache (other images, or changed files)"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, *args])
+        assert exit_info.value.code == 2
+        assert error_line(capsys) == (
+            f"monai-cxr: error: these data would replace {what} of {study}, on which 1 finished cell(s) were "
+            "trained (e.g. mass__resnet34__r16__s0), so their results would become stale; give another "
+            "--study-dir, or --force to prepare anyway\n"
+        )
+    (tmp_path / "nih/images/00000001_000.png").touch()  # a newer image: the cache would be rebuilt
+    with pytest.raises(SystemExit):
+        main(base)
+    assert "replace the resize cache (other images, or changed files) of" in error_line(capsys)
+    assert tree(study) == before  # split, index, cache and study.json as they were
+    main([*base, "--seed", "3", "--force", "--workers", "1"])
+    assert (
+        data_fingerprint(study)
+        != json.loads((study / "bundles/mass__resnet34__r16__s0/run.json").read_text())["inputs"]["data"]
+    )
+
+
+def test_study_finds_a_label_typo_before_it_builds_the_cache(tmp_path, capsys):
+    write_release(tmp_path / "nih", patients=20, size=48)
+    study = tmp_path / "s"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "study",
+                "--data-dir",
+                str(tmp_path / "nih"),
+                "--study-dir",
+                str(study),
+                "--labels",
+                "Mass,Bogus",
+                "--resolutions",
+                "16",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert error_line(capsys).startswith("monai-cxr: error: unknown label 'Bogus'; labels of this dataset: ")
+    assert not (study / "data").exists()

@@ -49,9 +49,11 @@ def finish(cell, inputs=None):
 
 
 def reprepare(study, seed):
-    """prepare again on the same images with another split seed: new folds, a new data fingerprint."""
+    """prepare again on the same images with another split seed: new folds, a new data fingerprint (forced: it
+    would otherwise refuse to replace the data of finished cells)."""
     data_dir = load_study(study)["data"]["data_dir"]
-    prepare("nih", data_dir, study, [16, 32], seed=seed, val_fraction=0.2, test_fraction=0.2, workers=1, progress=False)
+    folds = dict(val_fraction=0.2, test_fraction=0.2)
+    prepare("nih", data_dir, study, [16, 32], seed=seed, **folds, workers=1, progress=False, force=True)
 
 
 GRID = GridSettings(labels=["Mass"], resolutions=[16], seeds=[0, 1], **TINY_GRID)

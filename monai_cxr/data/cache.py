@@ -67,8 +67,12 @@ def cache_file(cache_dir: str | os.PathLike, resolution: int) -> Path:
     return Path(cache_dir) / f"r{int(resolution)}.npy"
 
 
-def fingerprint(index: pd.DataFrame, policy: str, images) -> str:
-    """Identify the cache's inputs: ids, the source's stamps (paths, sizes, times), policy."""
+def fingerprint(index: pd.DataFrame, policy: str, images=None) -> str:
+    """Identify the cache's inputs: ids, the source's stamps (paths, sizes, times), policy.
+
+    ``images`` is the image source of the index rows (default: the index's image files).
+    """
+    images = images if images is not None else FileImages(index["path"].astype(str), policy)
     digest = hashlib.sha1(f"{FORMAT}|{policy}|{len(index)}".encode())
     for image_id, stamp in zip(index["image_id"], images.stamps()):
         digest.update(f"{image_id}|{stamp}\n".encode())
@@ -371,6 +375,15 @@ def discard_if_stale(index: pd.DataFrame, cache_dir: str | os.PathLike, square: 
         array.unlink(missing_ok=True)
     log.info(f"cache: removed the resize cache of other inputs from {cache_dir}; prepare without --no-cache builds it")
     return True
+
+
+def cache_fingerprint(cache_dir: str | os.PathLike) -> str | None:
+    """What the cache in ``cache_dir`` was built from (its manifest's fingerprint; an older format's counts as
+    other inputs), or None when there is no cache."""
+    manifest = _load_manifest(Path(cache_dir))
+    if not manifest:
+        return None
+    return manifest.get("fingerprint") if manifest.get("format") == FORMAT else f"format {manifest.get('format')}"
 
 
 def complete_resolutions(cache_dir: str | os.PathLike) -> list[int]:

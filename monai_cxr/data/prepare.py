@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_cxr.data.cache import build_cache, check_settings, discard_if_stale
-from monai_cxr.data.labels import empty_folds, label_columns, require_positives
+from monai_cxr.data.cache import build_cache, cache_fingerprint, check_settings, discard_if_stale, fingerprint
+from monai_cxr.data.labels import empty_folds, label_columns, require_positives, resolve_label
 from monai_cxr.data.sources import get_source
 from monai_cxr.data.sources.base import Options, TableOptions
 from monai_cxr.data.split import (
@@ -33,7 +33,7 @@ from monai_cxr.data.split import (
 from monai_cxr.data.views import CHOICES as VIEWS
 from monai_cxr.errors import CxrError
 from monai_cxr.fileio import atomic_writes
-from monai_cxr.studydir import data_fingerprint, update_study
+from monai_cxr.studydir import data_fingerprint, finished_on_data, update_study
 
 __all__ = ["TableOptions", "make_split", "prepare"]
 
@@ -56,6 +56,28 @@ def _check_options(source, opts: Options) -> None:
         ]
         if given:
             raise CxrError(f"{given[0]} applies to --dataset csv, not {source.name}")
+
+
+def _check_finished(study_dir: Path, index: pd.DataFrame, folds: pd.DataFrame, square: str, images, cache) -> None:
+    """One line if these data would replace the tables or the cache that finished cells were trained on."""
+    finished = finished_on_data(study_dir)
+    if not finished:
+        return
+    data_path = study_dir / "data"
+    changed = [
+        name
+        for name, frame in (("index.csv", index), ("split.csv", folds))
+        if frame.to_csv(index=False).encode() != (data_path / name).read_bytes()
+    ]
+    if cache and cache_fingerprint(data_path / "cache") not in (None, fingerprint(index, square, images)):
+        changed.append("the resize cache (other images, or changed files)")
+    if changed:
+        what = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
+        raise CxrError(
+            f"these data would replace {what} of {study_dir}, on which {len(finished)} finished "
+            f"cell(s) were trained (e.g. {finished[0]}), so their results would become stale; give another "
+            f"--study-dir, or --force to prepare anyway"
+        )
 
 
 def make_split(
@@ -108,12 +130,16 @@ def prepare(
     uncertain: str | None = None,
     table: TableOptions | None = None,
     test_fraction: float | None = None,
+    labels: list[str] | None = None,
+    force: bool = False,
 ) -> Path:
     """Index a source, split it by patient and build the cache under ``study_dir/data``.
 
     ``view`` and ``split`` default per source (its ``default_view`` and ``default_split``).
     ``test_fraction`` (default 0.2) applies to ``split="random"``; an official split takes the
-    release's own folds.
+    release's own folds. ``labels`` (what the study will train, e.g. from ``study``) are checked
+    against the data before the cache is built. Data that would change under finished cells (another
+    index, split or cache) are refused unless ``force``: their results would become stale.
     """
     source = get_source(dataset)
     view = view or source.default_view
@@ -138,10 +164,14 @@ def prepare(
     data = source.read(opts)
     index = data.index
     folds = make_split(source, opts, index, split, val_fraction, seed, test_fraction)
-    labels = label_columns(index)
+    labels_found = label_columns(index)
+    for label in labels or []:  # a typo is found now, not after hours of cache
+        resolve_label(label, labels_found)
     if table is not None and table.label_cols:  # labels the user named must be usable
-        for label in labels:
+        for label in labels_found:
             require_positives(index, folds, label)
+    if not force:
+        _check_finished(study_dir, index, folds, square, data.images, cache)
 
     data_path = study_dir / "data"
     settings = {
@@ -156,7 +186,7 @@ def prepare(
         "resolutions": list(resolutions) if cache else [],
         "n_images": len(index),
         "n_patients": int(index["patient_id"].nunique()),
-        "labels": labels,
+        "labels": labels_found,
         **data.settings,
         "notes": data.notes,
     }
@@ -173,7 +203,7 @@ def prepare(
     )
     for note in data.notes:
         log.info(f"note: {note}")
-    unusable = [label for label in labels if empty_folds(index, folds, label)]
+    unusable = [label for label in labels_found if empty_folds(index, folds, label)]
     if unusable:  # one line: a phantom or a small subset leaves many labels without positives
         log.info(
             f"note: {len(unusable)} label(s) lack positives or negatives in the train or val fold and "
