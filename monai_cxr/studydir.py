@@ -31,8 +31,12 @@ except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
     fcntl = None
 
 __all__ = [
+    "CELL_DOCUMENTS",
+    "CELL_FILES",
     "INPUTS",
     "RESUME_FILES",
+    "config_hash",
+    "edited_configs",
     "data_fingerprint",
     "load_study",
     "lock_cell",
@@ -175,12 +179,72 @@ def read_inputs(cell_dir: str | Path) -> dict | None:
     return inputs
 
 
+# What ``generate`` writes into a cell besides inputs.json (its ``render`` plus the datalist), and which of
+# them only document the cell: their text does not count (a finished cell keeps its own). Files a run writes
+# (run.json, predictions.csv, models/, logs/, eval/, inference/) are none of these, so a run never makes a cell stale.
+CELL_FILES = (
+    "configs/train.json",
+    "configs/evaluate.json",
+    "configs/multi_gpu_train.json",
+    "configs/logging.conf",
+    "configs/override.json",
+    "configs/inference.json",
+    "configs/metadata.json",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "LICENSE",
+    "cell.json",
+    "datalist.json",
+)
+CELL_DOCUMENTS = ("configs/metadata.json", "docs/README.md", "docs/data_license.txt", "LICENSE")
+
+
+def config_hash(files: dict[str, str]) -> str:
+    """``inputs.json["config"]``: sha256 of a cell's generated files (text by relative path), documents blank."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        text = "" if name in CELL_DOCUMENTS else files[name]
+        digest.update(f"{name}\0{len(text)}\0".encode() + text.encode())
+    return digest.hexdigest()
+
+
+def edited_configs(cell_dir: str | Path, recorded: str | None) -> list[str]:
+    """The cell's generated files changed since ``generate`` recorded ``recorded``; ``[]`` when none was.
+
+    The hash is recomputed as :func:`config_hash` made it (read afresh each time: an edit may keep a
+    file's size and time stamp); when it differs, the files named are those missing or written after
+    ``inputs.json`` (generate writes it last), else every settings file.
+    """
+    cell_dir = Path(cell_dir)
+    texts, missing = {}, []
+    for name in CELL_FILES:
+        path = cell_dir / name
+        if name in CELL_DOCUMENTS:
+            texts[name] = ""
+        elif path.is_file():
+            texts[name] = path.read_text(errors="replace")
+        else:
+            missing.append(name)
+    if missing:
+        return missing
+    if config_hash(texts) == recorded:
+        return []
+    settings = [name for name in CELL_FILES if name not in CELL_DOCUMENTS]
+    try:
+        written = (cell_dir / INPUTS).stat().st_mtime_ns
+        later = [name for name in settings if (cell_dir / name).stat().st_mtime_ns > written]
+    except OSError:
+        later = []
+    return later or settings
+
+
 def stale_reason(study_dir: str | Path, cell_dir: str | Path) -> str | None:
     """Why the cell's results are not current, or None when they are (or cannot be checked).
 
     Stale: the run recorded other inputs (``run.json["inputs"]``) than the bundle now holds
     (it was generated again after, or while, it ran), or the bundle was generated from other
-    data than the study's current tables and cache (``prepare`` ran since). A cell without
+    data than the study's current tables and cache (``prepare`` ran since), or its generated files
+    were edited after ``generate`` (:func:`edited_configs`). A cell without
     ``inputs.json`` (made by hand, or before monai-cxr recorded inputs) cannot be checked.
     """
     cell_dir = Path(cell_dir)
@@ -204,6 +268,13 @@ def stale_reason(study_dir: str | Path, cell_dir: str | Path) -> str | None:
         return (
             "it was generated from other data (prepare ran since); run `monai-cxr generate` "
             "(--force for finished cells) and `monai-cxr run` again"
+        )
+    edited = edited_configs(cell_dir, inputs.get("config"))
+    if edited:
+        shown = ", ".join(edited[:3]) + (f" and {len(edited) - 3} more" if len(edited) > 3 else "")
+        return (
+            f"its configs were edited after generate ({shown}); run `monai-cxr generate --force` "
+            "with the study's grid to restore them"
         )
     return None
 

@@ -85,7 +85,7 @@ def test_the_report_leaves_out_stale_cells_and_says_why(study_copy):
     assert missing.name == second.name and missing.reason.startswith("stale: it ran on other inputs")
     reprepare(study_copy, seed=1)  # new folds: every result is of other data now
     assert "generated from other data" in stale_reason(study_copy, first)
-    with pytest.raises(CxrError, match="no finished cell"):
+    with pytest.raises(CxrError, match="no current cell .*2 of 2 finished but are stale; .*generated from other data"):
         load_report(study_copy)
 
 
@@ -103,7 +103,7 @@ def test_run_refuses_cells_of_other_data_before_starting_any(study_copy, monkeyp
         main(["run", "--study-dir", str(study_copy)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
-    assert "cell mass__resnet34__r16__s0 was generated from other data (prepare ran since) (and 1 more)" in err
+    assert "cell mass__resnet34__r16__s0 (and 1 more: mass__resnet34__r16__s1) is stale: it was generated from " in err
     assert "monai-cxr generate" in err and started == []
     generate(study_copy, GRID)  # unfinished cells are simply regenerated
     assert executor.run_cells(study_copy, progress=False).ok and len(started) == 2
@@ -148,3 +148,98 @@ def test_generate_refuses_data_that_prepare_did_not_finish(study_copy):
     with pytest.raises(CxrError, match="is not what prepare last recorded"):
         generate(study_copy, GRID)
     assert not (study_copy / "bundles").exists()
+
+
+def flip_a_label(study):
+    """Edit data/index.csv by hand (one label flipped): the data fingerprint no longer matches the cells'."""
+    index = study / "data" / "index.csv"
+    table = pd.read_csv(index)
+    table.loc[0, "Mass"] = 1 - table.loc[0, "Mass"]
+    table.to_csv(index, index=False)
+
+
+def no_cell_starts(monkeypatch):
+    started = []
+
+    def outcomes(paths, *args):
+        started.extend(paths)
+        yield from ()
+
+    monkeypatch.setattr(executor, "local_outcomes", outcomes)
+    return started
+
+
+def run_fails(study, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--study-dir", str(study)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    return err
+
+
+def test_run_and_report_agree_that_finished_cells_of_other_data_are_stale(study_copy, monkeypatch, capsys):
+    started = no_cell_starts(monkeypatch)
+    first, second = generate(study_copy, GRID)
+    finish(first)
+    finish(second)
+    flip_a_label(study_copy)
+    err = run_fails(study_copy, capsys)  # not "2 of 2 cells already finished; skipping them", exit 0
+    assert f"cell {first.name} (and 1 more: {second.name}) has finished but is stale: it was generated from " in err
+    assert "monai-cxr generate` (--force for finished cells)" in err and started == []
+    with pytest.raises(CxrError, match="2 of 2 finished but are stale; .*other data") as report:
+        load_report(study_copy)
+    assert "none has run.json" not in str(report.value)
+    assert (first / "run.json").is_file() and (second / "run.json").is_file()  # results are never removed here
+
+
+def test_run_neither_skips_nor_reruns_a_cell_with_run_json_but_no_predictions(study_copy, monkeypatch, capsys):
+    started = no_cell_starts(monkeypatch)
+    first, second = generate(study_copy, GRID)
+    finish(first)
+    (first / "predictions.csv").unlink()
+    err = run_fails(study_copy, capsys)
+    assert f"cell {first.name} has run.json but no predictions.csv" in err
+    assert f"delete {first / 'run.json'} to run it again" in err and started == []
+    assert (first / "run.json").is_file()
+    with pytest.raises(CxrError, match="1 of 2 have run.json without predictions.csv"):
+        load_report(study_copy)
+    (first / "run.json").unlink()  # as the message says
+    assert executor.run_cells(study_copy, progress=False).ok and started == [first, second]
+
+
+def edit_override(cell, **values):
+    path = cell / "configs" / "override.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}, indent=4) + "\n")
+
+
+def test_configs_edited_after_generate_are_stale_for_run_and_report(study_copy, monkeypatch, capsys):
+    started = no_cell_starts(monkeypatch)
+    first, second = generate(study_copy, GRID)
+    finish(second)
+    edit_override(first, epochs=3, learning_rate=0.01)  # an unfinished cell: run would train it silently
+    assert stale_reason(study_copy, first) == (
+        "its configs were edited after generate (configs/override.json); run `monai-cxr generate --force` "
+        "with the study's grid to restore them"
+    )
+    err = run_fails(study_copy, capsys)
+    assert f"cell {first.name} is stale: its configs were edited after generate (configs/override.json)" in err
+    assert started == []
+    edit_override(second, epochs=3)  # a finished cell: its result is not of the grid's settings
+    with pytest.raises(CxrError, match=f"cell {second.name}: its configs were edited after generate"):
+        load_report(study_copy)
+    generate(study_copy, GRID, force=True)  # restores both (the finished one's result is discarded)
+    assert [stale_reason(study_copy, cell) for cell in (first, second)] == [None, None]
+
+
+def test_what_a_run_writes_does_not_make_a_cell_stale(study_copy):
+    first, second = generate(study_copy, GRID)
+    finish(first)
+    for name in ("models/model.pt", "logs/run.log", "eval/metrics.json", "inference/scores.csv"):
+        (first / name).parent.mkdir(exist_ok=True)
+        (first / name).write_text("written by the run")
+    readme = first / "docs" / "README.md"
+    readme.write_text(readme.read_text() + "\nResult: AUC 0.5\n")  # a finished cell's README holds its result
+    assert stale_reason(study_copy, first) is None
+    assert [c.name for c in load_report(study_copy).finished] == [first.name]
+    (second / "datalist.json").unlink()
+    assert "edited after generate (datalist.json)" in stale_reason(study_copy, second)

@@ -15,6 +15,7 @@ from conftest import TINY_GRID
 from monai_cxr.cli import main
 from monai_cxr.grid.generate import GridSettings, generate
 from monai_cxr.run.executor import run_cells
+from monai_cxr.studydir import CELL_FILES, config_hash
 
 pytestmark = pytest.mark.slow  # trains networks: left out of `make test-fast`
 
@@ -89,11 +90,15 @@ def test_tiny_study_end_to_end_survives_kill_9_and_resumes(study_copy, capsys):
 def test_a_failed_cell_is_reported_with_its_log_and_exit_1(study_copy, capsys):
     generate(study_copy, GridSettings(labels=["Mass"], resolutions=[16, 32], **TINY_GRID))
     done = study_copy / "bundles" / "mass__resnet34__r16__s0"
+    (done / "predictions.csv").write_text("")
     (done / "run.json").write_text("{}")
     broken = study_copy / "bundles" / "mass__resnet34__r32__s0"
     override = json.loads((broken / "configs" / "override.json").read_text())
     override["cache_file"] = str(study_copy / "missing.npy")
     (broken / "configs" / "override.json").write_text(json.dumps(override))
+    inputs = json.loads((broken / "inputs.json").read_text())  # as generate would record it: not an edit
+    inputs["config"] = config_hash({name: (broken / name).read_text() for name in CELL_FILES})
+    (broken / "inputs.json").write_text(json.dumps(inputs))
 
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--study-dir", str(study_copy)])

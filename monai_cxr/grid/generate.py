@@ -26,7 +26,6 @@ one transaction per grid.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,7 +46,10 @@ from monai_cxr.grid.docs import cell_metadata, cell_readme, data_license
 from monai_cxr.grid.networks import ARCHS, arch_defs, check_input_size, network_def
 from monai_cxr.grid.settings import GridSettings
 from monai_cxr.studydir import (
+    CELL_DOCUMENTS,
+    CELL_FILES,
     INPUTS,
+    config_hash,
     data_fingerprint,
     load_study,
     lock_cell,
@@ -72,7 +74,7 @@ COPIED = (
 INFERENCE = "configs/inference.json"
 OVERRIDE = "configs/override.json"
 # What a cell says about itself (its README also holds the run's result): a finished cell keeps its own.
-DOCUMENTS = ("configs/metadata.json", "docs/README.md", "docs/data_license.txt", "LICENSE")
+DOCUMENTS = CELL_DOCUMENTS
 # Files written by a run; removed when a cell has to be run again.
 RUN_OUTPUTS = ("run.json", "predictions.csv", "models", "logs", "eval")
 # What an interrupted run resumes from (models/resume-*.pt beside the checkpoint it selected so far) and
@@ -337,12 +339,10 @@ def normalise(settings: GridSettings, columns) -> GridSettings:
 
 
 def cell_inputs(data: str, files: dict[str, str]) -> str:
-    """``inputs.json`` of a cell: the data fingerprint and a sha256 of its generated files."""
-    digest = hashlib.sha256()
-    for name in sorted(files):  # settings only: a finished cell's documents may differ from a new one's
-        text = _settings_text(name, files[name])
-        digest.update(f"{name}\0{len(text)}\0".encode() + text.encode())
-    return json.dumps({"data": data, "config": digest.hexdigest()}, indent=2) + "\n"
+    """``inputs.json`` of a cell: the data fingerprint and :func:`config_hash` of its generated files."""
+    if set(files) != set(CELL_FILES):  # stale_reason recomputes the hash from CELL_FILES: they must agree
+        raise AssertionError(f"generated files {sorted(set(files) ^ set(CELL_FILES))} disagree with CELL_FILES")
+    return json.dumps({"data": data, "config": config_hash(files)}, indent=2) + "\n"
 
 
 def _ran_on(cell_dir: Path) -> dict | None:

@@ -294,6 +294,31 @@ def grid_cells(path: Path, settings: dict) -> list[str]:
     return [str(c) for c in cells]
 
 
+def _none_finished(study: Study, bundles: Path, n: int) -> str:
+    """Why no cell can be reported, as the cells say it: stale results, incomplete runs, or no run yet."""
+    by_cell = {}
+    for cell in study.missing:  # a multi-label cell is missing once per finding: name its folder once
+        by_cell.setdefault(cell.path.name, cell.reason)
+    stale = [(name, why) for name, why in by_cell.items() if why.startswith("stale: ")]
+    partial = [name for name, why in by_cell.items() if why == "run.json without predictions.csv"]
+    if stale:
+        name, why = stale[0]
+        more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+        return (
+            f"no current cell in {bundles}: {len(stale)} of {n} finished but are stale; cell {name}{more}: "
+            + why[len("stale: ") :]
+        )
+    if partial:
+        return (
+            f"no finished cell in {bundles}: {len(partial)} of {n} have run.json without predictions.csv "
+            f"(cell {partial[0]}); delete their run.json and run `monai-cxr run --study-dir {study.path}`"
+        )
+    return (
+        f"no finished cell in {bundles} ({n} in the grid, none has run.json); "
+        f"run `monai-cxr run --study-dir {study.path}` first"
+    )
+
+
 def load_study(study_dir) -> Study:
     """Read ``study.json``, its grid's cells and the data they are checked against."""
     path = Path(study_dir)
@@ -333,10 +358,7 @@ def load_study(study_dir) -> Study:
         sorted(p.name for p in bundles.iterdir() if p.is_dir() and p.name not in listed) if bundles.is_dir() else []
     )
     if not study.finished:
-        raise CxrError(
-            f"no finished cell in {bundles} ({len(names)} in the grid, none has run.json); "
-            f"run `monai-cxr run --study-dir {path}` first"
-        )
+        raise CxrError(_none_finished(study, bundles, len(names)))
     keys = [c.key for c in study.finished]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
