@@ -144,6 +144,10 @@ def run_cli(capsys, *args):
         (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
         (["--archs", "densenet121"], "resolution 16 is below the 32 px that densenet121 accepts"),
         (["--subsample", "2", "--batch-size", "4"], "subsample 2 is smaller than the batch size 4"),
+        (
+            ["--subsample", "0", "--batch-size", "500"],
+            "training images, fewer than the batch size 500 (resnet34, 16 px)",
+        ),
         (["--learning-rate", "nan"], "--learning-rate nan is not a finite number"),
         (["--weight-decay", "inf"], "--weight-decay inf is not a finite number"),
         (["--augment-prob", "nan"], "--augment-prob nan is not a finite number"),
@@ -172,6 +176,12 @@ def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
 def test_real_settings_are_finite_and_in_range_without_the_command_line(name, value, message):
     with pytest.raises(CxrError, match="^" + re.escape(message) + "$"):
         settings(**{name: value}).check()
+
+
+def test_full_epochs_need_a_batch_no_larger_than_the_training_images(study_copy):
+    with pytest.raises(CxrError, match="^labels Mass, Nodule have .* training images, fewer than the batch size 999"):
+        generate(study_copy, settings(labels=["Mass", "Nodule"], task="multilabel", subsample=0, batch_size=999))
+    assert generate(study_copy, settings(resolutions=[16], subsample=0, batch_size=4))
 
 
 def test_every_real_setting_is_checked():
