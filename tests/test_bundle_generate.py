@@ -1,6 +1,8 @@
 """`monai-cxr generate`: one bundle per cell, configs as data, clear refusals."""
 
+import dataclasses
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from monai_cxr.errors import CxrError
 from monai_cxr.grid.docs import data_license
 from monai_cxr.grid.generate import GridSettings, generate, template_dir
 from monai_cxr.grid.networks import network_def
+from monai_cxr.grid.settings import FLOAT_RANGES
 
 HOSTILE = '$__import__("os").system("touch X")'
 
@@ -141,6 +144,13 @@ def run_cli(capsys, *args):
         (["--archs", "vgg"], "architecture 'vgg' is not one of resnet34, densenet121"),
         (["--archs", "densenet121"], "resolution 16 is below the 32 px that densenet121 accepts"),
         (["--subsample", "2", "--batch-size", "4"], "subsample 2 is smaller than the batch size 4"),
+        (
+            ["--subsample", "0", "--batch-size", "500"],
+            "training images, fewer than the batch size 500 (resnet34, 16 px)",
+        ),
+        (["--learning-rate", "nan"], "--learning-rate nan is not a finite number"),
+        (["--weight-decay", "inf"], "--weight-decay inf is not a finite number"),
+        (["--augment-prob", "nan"], "--augment-prob nan is not a finite number"),
     ],
 )
 def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
@@ -150,6 +160,32 @@ def test_bad_grid_is_one_line_and_exit_2(study_copy, capsys, args, message):
     code, err = run_cli(capsys, "generate", "--study-dir", str(study_copy), *[x for kv in base.items() for x in kv])
     assert code == 2
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("learning_rate", float("nan"), "--learning-rate nan is not a finite number"),
+        ("learning_rate", 0.0, "--learning-rate 0 is out of range; it must be above 0"),
+        ("weight_decay", float("-inf"), "--weight-decay -inf is not a finite number"),
+        ("weight_decay", -1e-4, "--weight-decay -0.0001 is out of range; it must be at least 0"),
+        ("augment_prob", 1.5, "--augment-prob 1.5 is out of range; it must be between 0 and 1"),
+        ("augment_prob", "0.5", "--augment-prob '0.5' is not a number"),
+    ],
+)
+def test_real_settings_are_finite_and_in_range_without_the_command_line(name, value, message):
+    with pytest.raises(CxrError, match="^" + re.escape(message) + "$"):
+        settings(**{name: value}).check()
+
+
+def test_full_epochs_need_a_batch_no_larger_than_the_training_images(study_copy):
+    with pytest.raises(CxrError, match="^labels Mass, Nodule have .* training images, fewer than the batch size 999"):
+        generate(study_copy, settings(labels=["Mass", "Nodule"], task="multilabel", subsample=0, batch_size=999))
+    assert generate(study_copy, settings(resolutions=[16], subsample=0, batch_size=4))
+
+
+def test_every_real_setting_is_checked():
+    assert {f.name for f in dataclasses.fields(GridSettings) if f.type == "float"} == set(FLOAT_RANGES)
 
 
 def test_a_study_path_with_hash_is_fine_but_pretrained_weights_with_hash_are_refused(tmp_path):

@@ -198,6 +198,11 @@ def test_arch_file_is_data_only(tmp_path):
         assert next(iter(archs)) in message, case
 
 
+def test_min_resolution_is_where_a_training_step_stays_finite():
+    # at 1 px every image z-scores to 0 and batch normalisation gives NaN gradients (an eval forward gave a result)
+    assert min_resolution(network_def("resnet34"), candidates=(1, 2)) == 2
+
+
 def test_min_resolution_comes_from_the_network():
     assert min_resolution(network_def("densenet121"), candidates=(8, 16, 32)) == 32
     assert min_resolution(network_def("resnet34"), candidates=(8, 16)) <= 16

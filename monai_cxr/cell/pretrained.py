@@ -360,25 +360,40 @@ def check_pretrained(network_def: dict, path: str, min_fraction: float = 0.9) ->
 
 
 def min_resolution(network_def: dict, candidates=(8, 16, 32, 48, 64)) -> int:
-    """The smallest square input in ``candidates`` at which the network gives a (2, outputs) result.
+    """The smallest square input in ``candidates`` at which the network trains: one training step gives a finite
+    (2, outputs) result and finite gradients.
 
-    Measured on the network itself (MONAI's ConfigParser, CPU, eval mode, batch 2), not read from a table.
+    Measured on the network itself (MONAI's ConfigParser, CPU, train mode, a batch of 2 random images z-scored
+    per image as training does), not read from a table. Train mode, because that is where a too-small input
+    breaks: at 1 px every image z-scores to 0, batch normalisation then sees no variance, and the backward pass
+    gives NaN gradients (so NaN weights and scores) although an eval-mode forward gives a result.
     """
     import torch
 
+    from monai_cxr.cell.batches import normalize_images
+
     network = build_network(network_def)
-    network.eval()
+    network.train()
     convs = [p for p in network.parameters() if p.ndim == 4]
     channels = convs[0].shape[1] if convs else 1
+    generator = torch.Generator().manual_seed(0)
     for size in sorted(candidates):
+        network.zero_grad(set_to_none=True)
+        images = normalize_images(torch.rand(2, channels, size, size, generator=generator))
         try:
-            with torch.no_grad():
-                out = network(torch.zeros(2, channels, size, size))
-        except Exception:  # too small: a pooling or convolution ran out of pixels
+            with torch.enable_grad():
+                out = network(images)
+                if isinstance(out, torch.Tensor) and out.requires_grad:  # as a cell's loss: one negative, one positive
+                    target = torch.arange(2, dtype=torch.float32).reshape(2, *[1] * (out.ndim - 1)).expand(out.shape)
+                    torch.nn.functional.binary_cross_entropy_with_logits(out.float(), target).backward()
+        except Exception:  # too small: a pooling or convolution ran out of pixels, or BatchNorm of one value
             continue
-        if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2:
+        if not (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2):
+            continue
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        if torch.isfinite(out.detach()).all() and all(torch.isfinite(g).all() for g in grads):
             return int(size)
     raise CxrError(
-        f"network_def {network_def['_target_']!r} gives no (2, outputs) result at any of the sizes "
+        f"network_def {network_def['_target_']!r} gives no finite (2, outputs) training result at any of the sizes "
         f"{sorted(candidates)}; allowed: a 2-D classifier"
     )

@@ -156,6 +156,26 @@ def check_grid(settings: GridSettings, index, split, cached: list[int]) -> None:
                 )
 
 
+def check_epoch_batches(settings: GridSettings, datalists: dict) -> None:
+    """With full epochs (``--subsample 0``), refuse a batch larger than a cell's training images.
+
+    The training loader drops the last incomplete batch, so such a cell would train for no step at all and fail
+    only when its missing model is looked for. (Under DDP each rank takes ``batch // world_size`` of its
+    ``images // world_size``; the single-process check covers it up to rounding.)
+    """
+    if settings.subsample != 0:
+        return  # subsample epochs draw `subsample` images; check() compares that with the batch
+    for key, text in datalists.items():
+        images = len(json.loads(text)["training"])
+        what = f"label {key!r} has" if isinstance(key, str) else f"labels {', '.join(key)} have"
+        for (arch, resolution), batch in settings.batches().items():
+            if images < batch:
+                raise CxrError(
+                    f"{what} {images} training images, fewer than the batch size {batch} ({arch}, "
+                    f"{resolution} px); with --subsample 0 an epoch would have no full batch"
+                )
+
+
 def _safe_path(path: Path, what: str) -> str:
     text = str(path)
     if "#" in text:
@@ -419,6 +439,7 @@ def generate(study_dir: str | os.PathLike, settings: GridSettings, force: bool =
     }
     if "multilabel" in settings.task:
         datalists[tuple(settings.labels)] = json.dumps(build_multilabel(index, split, settings.labels)) + "\n"
+    check_epoch_batches(settings, datalists)
 
     plans = []  # (cell, folder, files, differs, changed): nothing is written before every cell is checked
     for cell in grid:

@@ -95,18 +95,19 @@ def _accepts(text: str, size: int) -> bool:
 
 
 def accepts(definition: dict, size: int) -> bool:
-    """Whether the network gives a result at ``size`` x ``size`` px (run once per definition and size)."""
+    """Whether the network trains at ``size`` x ``size`` px: one train-mode step gives a finite result and finite
+    gradients (``min_resolution``; run once per definition and size)."""
     return _accepts(json.dumps(definition, sort_keys=True), int(size))
 
 
 def smallest_input(definition: dict, limit: int = 1024) -> int:
-    """The smallest square size the network accepts: 8, 16, 32, 48, 64, then powers of two up to ``limit``."""
-    sizes = [8, 16, 32, 48, 64] + [2**k for k in range(7, limit.bit_length()) if 2**k <= limit]
+    """The smallest square size the network accepts: 1, 2, 4, 8, 16, 32, 48, 64, then powers of two up to ``limit``."""
+    sizes = [1, 2, 4, 8, 16, 32, 48, 64] + [2**k for k in range(7, limit.bit_length()) if 2**k <= limit]
     for size in sizes:
         if accepts(definition, size):
             return size
     raise CxrError(
-        f"network_def {definition.get('_target_')!r} gives no (2, outputs) result at any size up to "
+        f"network_def {definition.get('_target_')!r} gives no finite (2, outputs) training result at any size up to "
         f"{limit} px; allowed: a 2-D classifier"
     )
 

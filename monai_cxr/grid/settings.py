@@ -5,6 +5,7 @@ Torch-free, so the command line, the grid and the bundle's speed options share o
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
 
@@ -68,6 +69,29 @@ def pretrained_map(value, archs) -> dict[str, str]:
     return out
 
 
+# The grid's real-valued settings: (lowest, whether the lowest itself is refused, highest). The command line checks
+# the ranges too, but not NaN (every comparison with NaN is false) and not infinity; study presets and study.json
+# skip the command line altogether.
+FLOAT_RANGES = {
+    "learning_rate": (0.0, True, None),
+    "weight_decay": (0.0, False, None),
+    "augment_prob": (0.0, False, 1.0),
+}
+
+
+def check_float(name: str, value) -> None:
+    """Refuse, naming ``--option`` and value, a real setting that is not a finite number in its range."""
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CxrError(f"{option} {value!r} is not a number")
+    if not math.isfinite(value):
+        raise CxrError(f"{option} {value} is not a finite number")
+    low, open_low, high = FLOAT_RANGES[name]
+    if value < low or (open_low and value == low) or (high is not None and value > high):
+        span = f"between {low:g} and {high:g}" if high is not None else f"{'above' if open_low else 'at least'} {low:g}"
+        raise CxrError(f"{option} {value:g} is out of range; it must be {span}")
+
+
 # Setting names that differ from the template's config keys (the template keeps its own names).
 TEMPLATE_KEYS = {"loader_workers": "num_workers"}
 
@@ -113,6 +137,8 @@ class GridSettings:
 
     def check(self) -> None:
         """Refuse, in one line, training settings no cell could use (before anything is written)."""
+        for name in FLOAT_RANGES:
+            check_float(name, getattr(self, name))
         if self.batch_size == "auto":
             if not (self.memory_budget or self.probe_table):
                 raise CxrError(
