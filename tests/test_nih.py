@@ -57,6 +57,12 @@ def _rewrite_csv(root, transform):
             lambda ls: ls[:3] + [ls[3].replace("Nodule|Mass", " | ")] + ls[4:],
             r"^Data_Entry_2017.csv line 4: column 'Finding Labels' holds ' \| ', which names no finding; ",
         ),
+        # a name lost between separators (a cut cell, a stray '|'): not read as the names that are left
+        (
+            lambda ls: ls[:3] + [ls[3].replace("Nodule|Mass", "Nodule|")] + ls[4:],
+            r"^Data_Entry_2017.csv line 4: column 'Finding Labels' holds 'Nodule\|', with an empty name between",
+        ),
+        (lambda ls: ls[:3] + [ls[3].replace("Nodule|Mass", "Nodule| |Mass")] + ls[4:], "line 4: .* an empty name"),
         (lambda ls: ls[:1], "no rows"),
     ],
 )

@@ -75,11 +75,20 @@ def label_matrix(findings: pd.Series, where: str = "Data_Entry_2017.csv", table:
     that names nothing (``|``) is an error naming ``where`` and the line (of ``table``, the
     :func:`read_entries` table the findings are from): NIH writes ``No Finding`` for none.
     """
-    dummies = findings.str.replace(r"\s*\|\s*", "|", regex=True).str.strip().str.get_dummies(sep="|")
+    names = findings.str.replace(r"\s*\|\s*", "|", regex=True).str.strip()
+    dummies = names.str.get_dummies(sep="|")
 
     def at(rows) -> str:  # "FILE line N" of the first row in the boolean mask ``rows``
         row = int(np.flatnonzero(np.asarray(rows))[0])
         return f"{where} line {line_of(table, row) if table is not None else row + 2}"
+
+    gap = names.str.startswith("|") | names.str.endswith("|") | names.str.contains("||", regex=False)
+    gap = (gap & (dummies.sum(axis=1) > 0)).to_numpy()  # a cell naming nothing at all is told below
+    if gap.any():  # Mass| or Mass||Edema: a name lost (cut, or a stray separator); say so rather than guess
+        raise CxrError(
+            f"{at(gap)}: column 'Finding Labels' holds {shown(findings[gap].iloc[0])}, with an empty name "
+            f"between '|' separators"
+        )
 
     nameless = (dummies.sum(axis=1) == 0).to_numpy()
     if nameless.any():
