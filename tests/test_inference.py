@@ -311,3 +311,15 @@ def test_predict_never_writes_its_scores_over_an_image(study_copy, tmp_path, cap
     why = "is one of the inputs" if out == "x.csv" else "names an image file"
     assert capsys.readouterr().err.startswith(f"monai-cxr: error: --out {tmp_path / out} {why}")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "x.csv").read_bytes() == b"the user's file"
+
+
+def test_float_pixels_of_any_finite_range_scale_to_the_full_grey_range():
+    """Min-max scaling once computed max - min, which overflows to Inf beyond 1.8e308 and made the image black."""
+    from monai_cxr.data.images import to_uint8
+
+    for low, high in ((-1e308, 1e308), (0.0, 1.0), (-3.0, 5.0), (1e-300, 3e-300)):
+        pixels = np.array([[low, 0.75 * low + 0.25 * high], [high, high]], dtype=np.float64)  # a quarter: 63.75
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow warning either
+            assert to_uint8(pixels).tolist() == [[0, 64], [255, 255]], (low, high)
+    assert to_uint8(np.full((2, 2), 7.5)).tolist() == [[0, 0], [0, 0]]  # a flat image

@@ -39,7 +39,8 @@ def to_uint8(arr: np.ndarray, where: str = "the image") -> np.ndarray:
             )
     arr = np.asarray(arr, dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
-    scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    half_span = hi / 2 - lo / 2  # halves: hi - lo overflows to Inf for a range beyond 1.8e308
+    scaled = (arr / 2 - lo / 2) * (255.0 / half_span) if hi > lo else np.zeros_like(arr)
     return np.rint(scaled).astype(np.uint8)
 
 
