@@ -364,11 +364,9 @@ def discard_if_stale(index: pd.DataFrame, cache_dir: str | os.PathLike, square: 
     """Remove a cache built from other inputs than ``index`` (``prepare --no-cache`` after the images or the
     square policy changed): left in place, its rows would no longer be index.csv's rows. True if removed."""
     cache_dir = Path(cache_dir)
-    manifest, arrays = _load_manifest(cache_dir), sorted(cache_dir.glob("r*.npy"))
-    if not manifest and not arrays:
-        return False
-    images = images if images is not None else FileImages(index["path"].astype(str), square)
-    if manifest.get("format") == FORMAT and manifest.get("fingerprint") == fingerprint(index, square, images):
+    arrays = sorted(cache_dir.glob("r*.npy"))
+    built_from = cache_fingerprint(cache_dir)
+    if (built_from is None and not arrays) or built_from == fingerprint(index, square, images):
         return False
     (cache_dir / "manifest.json").unlink(missing_ok=True)  # first: no manifest lists an array being deleted
     for array in arrays:
